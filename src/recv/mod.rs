@@ -1,0 +1,84 @@
+//! Datagram receive: one interface, two kernel paths behind it.
+//!
+//! A shard owns one [`Receiver`] for its own SO_REUSEPORT socket. The shard loop calls
+//! [`Receiver::recv`], which blocks up to a timeout and hands each datagram it got to a
+//! callback, borrowed straight from the backend's buffers (no copy, no allocation). The shard
+//! never knows which backend it has:
+//!
+//! - [`mmsg`]: `recvmmsg(2)`, a batch of datagrams per system call; works on every Linux.
+//! - `uring`: io_uring multishot `RecvMsgMulti` over a provided buffer ring (kernel ≥ 6.0).
+//!
+//! [`Backend::Auto`] picks io_uring when the kernel supports what it needs and logs the choice.
+
+pub mod mmsg;
+pub mod socket;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Largest UDP payload we accept; larger datagrams are truncated by the kernel and then
+/// rejected by the decoder as malformed (a v5 datagram is at most 24 + 30·48 = 1464 bytes).
+pub const MAX_DATAGRAM: usize = 9216;
+
+/// Which receive path a shard uses (`--recv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// io_uring when the kernel supports multishot recvmsg and buffer rings, else recvmmsg.
+    Auto,
+    /// io_uring multishot recvmsg over a provided buffer ring.
+    Uring,
+    /// recvmmsg(2) batches.
+    Mmsg,
+}
+
+/// One received datagram, borrowed from the backend's buffer for the duration of the callback.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// The UDP payload. Truncated datagrams (larger than [`MAX_DATAGRAM`]) are delivered with
+    /// `truncated` set so the decoder can reject them with a reason.
+    pub data: &'a [u8],
+    /// The exporter's address and port.
+    pub source: SocketAddr,
+    /// The kernel cut the datagram to the buffer size.
+    pub truncated: bool,
+}
+
+/// A receive path bound to one socket.
+pub trait Receiver: Send {
+    /// Waits up to `timeout` for datagrams and calls `sink` for each one, in arrival order.
+    /// Returns how many datagrams were handed over (0 on timeout). A zero timeout polls:
+    /// it returns what is already queued without blocking.
+    fn recv(&mut self, timeout: Duration, sink: &mut dyn FnMut(Datagram<'_>)) -> io::Result<usize>;
+
+    /// Datagrams the kernel dropped on this socket because its receive buffer was full
+    /// (a running total since the socket was opened), when the backend can tell.
+    fn kernel_drops(&self) -> Option<u64>;
+
+    /// Short name for logs and metrics ("uring", "mmsg").
+    fn name(&self) -> &'static str;
+}
+
+/// Opens the receive path `backend` on `socket`. `Auto` resolves to the best supported path;
+/// the returned string says why, for the start-up log.
+pub fn open(
+    backend: Backend,
+    socket: std::net::UdpSocket,
+    batch: usize,
+) -> io::Result<(Box<dyn Receiver>, String)> {
+    match backend {
+        Backend::Mmsg | Backend::Auto => {
+            let why = if backend == Backend::Auto {
+                "recvmmsg (io_uring backend not built into this version)".to_string()
+            } else {
+                "recvmmsg (forced by --recv mmsg)".to_string()
+            };
+            Ok((Box::new(mmsg::MmsgReceiver::new(socket, batch)?), why))
+        }
+        Backend::Uring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring receive is not available in this build",
+        )),
+    }
+}
