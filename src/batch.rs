@@ -218,11 +218,21 @@ mod tests {
 
     #[test]
     fn address_forms_round_trip() {
-        for s in ["10.1.2.3", "0.0.0.0", "255.255.255.255", "2001:db8::1", "::1", "::"] {
+        for s in [
+            "10.1.2.3",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::1",
+            "::",
+        ] {
             let ip: IpAddr = s.parse().unwrap();
             assert_eq!(u128_to_addr(addr_to_u128(ip)), ip, "{s}");
         }
-        assert_eq!(v4_to_u128(0x0a010203), addr_to_u128("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            v4_to_u128(0x0a010203),
+            addr_to_u128("10.1.2.3".parse().unwrap())
+        );
     }
 
     #[test]

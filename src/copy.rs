@@ -168,15 +168,28 @@ mod tests {
         b.flow_start_ms.push(PG_EPOCH_OFFSET_S * 1000);
         b.flow_end_ms.push(PG_EPOCH_OFFSET_S * 1000 - 1);
         b.src_addr.push(v4_to_u128(0x0a000001));
-        b.dst_addr.push(u128::from("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap()));
+        b.dst_addr.push(u128::from(
+            "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap(),
+        ));
         b.next_hop.push(v4_to_u128(0));
         for v in [&mut b.src_port, &mut b.dst_port] {
             v.push(65535);
         }
-        for v in [&mut b.protocol, &mut b.tcp_flags, &mut b.tos, &mut b.src_mask, &mut b.dst_mask] {
+        for v in [
+            &mut b.protocol,
+            &mut b.tcp_flags,
+            &mut b.tos,
+            &mut b.src_mask,
+            &mut b.dst_mask,
+        ] {
             v.push(255);
         }
-        for v in [&mut b.input_if, &mut b.output_if, &mut b.src_as, &mut b.dst_as] {
+        for v in [
+            &mut b.input_if,
+            &mut b.output_if,
+            &mut b.src_as,
+            &mut b.dst_as,
+        ] {
             v.push(u32::MAX);
         }
         b.packets.push(u64::from(u32::MAX));

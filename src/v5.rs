@@ -69,7 +69,11 @@ pub enum DecodeError {
     #[error("count {count} at offset 2 is outside 1..=30")]
     BadCount { count: u16 },
     #[error("length {len} does not match 24 + 48 x count {count} = {expected}")]
-    BadLength { len: usize, count: u16, expected: usize },
+    BadLength {
+        len: usize,
+        count: u16,
+        expected: usize,
+    },
     #[error("datagram truncated by the receive buffer at {len} bytes")]
     Truncated { len: usize },
 }
@@ -170,8 +174,12 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut FlowBatch) -> Result
         batch.output_if.push(u32::from(be16(r, 14)));
         batch.packets.push(u64::from(be32(r, 16)));
         batch.bytes.push(u64::from(be32(r, 20)));
-        batch.flow_start_ms.push(flow_time_ms(export_ms, sys_uptime, be32(r, 24)));
-        batch.flow_end_ms.push(flow_time_ms(export_ms, sys_uptime, be32(r, 28)));
+        batch
+            .flow_start_ms
+            .push(flow_time_ms(export_ms, sys_uptime, be32(r, 24)));
+        batch
+            .flow_end_ms
+            .push(flow_time_ms(export_ms, sys_uptime, be32(r, 28)));
         batch.src_port.push(be16(r, 32));
         batch.dst_port.push(be16(r, 34));
         // r[36] is padding.
@@ -194,13 +202,15 @@ mod tests {
     /// One hand-assembled datagram: header + one record, every field distinct.
     const ONE: &str = concat!(
         "0005", "0001", "000007d8", "6b0c9d5b", "2c74b4e8", "00000011", "01", "02", "4064",
-        "0a0102f4", "c0000214", "0a000001", "0003", "0004", "00000004", "000007e9",
-        "a8729200", "a872920d", "b333", "0019", "00", "1b", "06", "20", "fde8", "fde9",
-        "18", "1c", "0000",
+        "0a0102f4", "c0000214", "0a000001", "0003", "0004", "00000004", "000007e9", "a8729200",
+        "a872920d", "b333", "0019", "00", "1b", "06", "20", "fde8", "fde9", "18", "1c", "0000",
     );
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -208,7 +218,10 @@ mod tests {
         let data = hex(ONE);
         assert_eq!(data.len(), 72);
         let mut b = FlowBatch::with_capacity(30);
-        let meta = DatagramMeta { exporter: v4_to_u128(0x7f000001), received_us: 42 };
+        let meta = DatagramMeta {
+            exporter: v4_to_u128(0x7f000001),
+            received_us: 42,
+        };
         assert_eq!(decode(&data, &meta, &mut b), Ok(1));
         assert_eq!(u128_to_addr(b.src_addr[0]).to_string(), "10.1.2.244");
         assert_eq!(u128_to_addr(b.dst_addr[0]).to_string(), "192.0.2.20");
@@ -225,7 +238,10 @@ mod tests {
         // Header 1795988827.745 s; uptime 2008 ms; first 0xa8729200 > uptime: wraps.
         assert_eq!(d.export_ms, 1_795_988_827_745);
         let first = 0xa872_9200u32;
-        assert_eq!(b.flow_start_ms[0], d.export_ms - i64::from(2008u32.wrapping_sub(first)));
+        assert_eq!(
+            b.flow_start_ms[0],
+            d.export_ms - i64::from(2008u32.wrapping_sub(first))
+        );
         assert_eq!(b.flow_end_ms[0] - b.flow_start_ms[0], 13);
     }
 
@@ -241,7 +257,10 @@ mod tests {
     fn rejects_whole_datagrams_by_reason() {
         let good = hex(ONE);
         let mut b = FlowBatch::with_capacity(30);
-        let meta = DatagramMeta { exporter: 1, received_us: 0 };
+        let meta = DatagramMeta {
+            exporter: 1,
+            received_us: 0,
+        };
         let mut v9 = good.clone();
         v9[1] = 9;
         let mut zero = good.clone();
@@ -251,16 +270,38 @@ mod tests {
         let mut two = good.clone();
         two[3] = 2;
         let long = [good.clone(), vec![0; 10]].concat();
-        assert_eq!(decode(&good[..23], &meta, &mut b), Err(DecodeError::TooShort { len: 23 }));
-        assert_eq!(decode(&v9, &meta, &mut b), Err(DecodeError::BadVersion { version: 9 }));
-        assert_eq!(decode(&zero, &meta, &mut b), Err(DecodeError::BadCount { count: 0 }));
-        assert_eq!(decode(&many, &meta, &mut b), Err(DecodeError::BadCount { count: 31 }));
+        assert_eq!(
+            decode(&good[..23], &meta, &mut b),
+            Err(DecodeError::TooShort { len: 23 })
+        );
+        assert_eq!(
+            decode(&v9, &meta, &mut b),
+            Err(DecodeError::BadVersion { version: 9 })
+        );
+        assert_eq!(
+            decode(&zero, &meta, &mut b),
+            Err(DecodeError::BadCount { count: 0 })
+        );
+        assert_eq!(
+            decode(&many, &meta, &mut b),
+            Err(DecodeError::BadCount { count: 31 })
+        );
         assert_eq!(
             decode(&two, &meta, &mut b),
-            Err(DecodeError::BadLength { len: 72, count: 2, expected: 120 })
+            Err(DecodeError::BadLength {
+                len: 72,
+                count: 2,
+                expected: 120
+            })
         );
-        assert_eq!(decode(&long, &meta, &mut b).map_err(|e| e.reason()), Err(Reason::BadLength));
-        assert!(b.is_empty() && b.datagrams.is_empty(), "rejects append nothing");
+        assert_eq!(
+            decode(&long, &meta, &mut b).map_err(|e| e.reason()),
+            Err(Reason::BadLength)
+        );
+        assert!(
+            b.is_empty() && b.datagrams.is_empty(),
+            "rejects append nothing"
+        );
         assert_eq!(decode(&good, &meta, &mut b), Ok(1));
     }
 
@@ -269,7 +310,10 @@ mod tests {
         // A cheap deterministic sweep; the fuzz target goes further.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut b = FlowBatch::with_capacity(60);
-        let meta = DatagramMeta { exporter: 1, received_us: 0 };
+        let meta = DatagramMeta {
+            exporter: 1,
+            received_us: 0,
+        };
         let mut buf = hex(ONE);
         for _ in 0..20_000 {
             x ^= x << 13;

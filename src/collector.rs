@@ -1,0 +1,377 @@
+//! The running collector: sets up the database, binds the shards' sockets, starts shard,
+//! writer and housekeeping threads, reports statistics, and on SIGTERM/SIGINT stops in order
+//! (shards drain their sockets → writers drain the queue → exporter statistics are written)
+//! so that everything received and decoded is stored before it exits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::{DbTarget, RunArgs, SinkKind};
+use crate::db::{self, Schema};
+use crate::exporters::ExporterTable;
+use crate::pgserver::PgServer;
+use crate::pipeline::Handoff;
+use crate::recv::{self, socket};
+use crate::shard::{self, ShardConfig};
+use crate::stats::{Counters, Snapshot};
+use crate::writer::{self, NullSink, PgSink, Sink, WriterConfig};
+
+/// A database ready for use: its connection string, and the private server if we run one
+/// (dropping it stops the server).
+pub struct Database {
+    pub conninfo: String,
+    pub server: Option<PgServer>,
+}
+
+/// Resolves the database target, starting the private server when none is configured and
+/// creating its database.
+pub fn open_database(target: &DbTarget) -> Result<Database> {
+    match target {
+        DbTarget::Configured(conninfo) => Ok(Database {
+            conninfo: conninfo.clone(),
+            server: None,
+        }),
+        DbTarget::Private { dir, dbname } => {
+            tracing::info!(
+                "no database configured; starting a private PostgreSQL in {}",
+                dir.display()
+            );
+            let server = PgServer::start(dir)?;
+            let mut admin = db::connect(&server.connection_string("postgres"))?;
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[dbname])?
+                .is_some();
+            if !exists {
+                let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
+                admin.batch_execute(&format!("CREATE DATABASE {quoted}"))?;
+            }
+            Ok(Database {
+                conninfo: server.connection_string(dbname),
+                server: Some(server),
+            })
+        }
+    }
+}
+
+/// Applies migrations and creates the flow partitions for the coming days.
+pub fn prepare_schema(conninfo: &str, schema: &Schema) -> Result<()> {
+    let mut client = db::connect(conninfo)?;
+    let applied = db::migrate(&mut client, schema)?;
+    if !applied.is_empty() {
+        tracing::info!("applied migrations: {}", applied.join(", "));
+    }
+    db::maintain_partitions(&mut client, schema, 3)?;
+    Ok(())
+}
+
+/// Writes exporter deltas with one statement.
+pub fn flush_exporters(
+    client: &mut postgres::Client,
+    schema: &Schema,
+    table: &Mutex<ExporterTable>,
+) -> Result<usize> {
+    let deltas = table
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_deltas();
+    if deltas.is_empty() {
+        return Ok(0);
+    }
+    let col =
+        |f: fn(&crate::exporters::ExporterDelta) -> i64| deltas.iter().map(f).collect::<Vec<i64>>();
+    let addrs: Vec<std::net::IpAddr> = deltas.iter().map(|d| d.exporter).collect();
+    let et: Vec<i16> = deltas.iter().map(|d| d.engine_type).collect();
+    let ei: Vec<i16> = deltas.iter().map(|d| d.engine_id).collect();
+    let ver: Vec<i16> = deltas.iter().map(|d| d.version).collect();
+    let si: Vec<i32> = deltas.iter().map(|d| d.sampling_interval).collect();
+    let sm: Vec<i16> = deltas.iter().map(|d| d.sampling_mode).collect();
+    let sql = schema.render(
+        "INSERT INTO {schema}.exporters AS e (exporter, engine_type, engine_id, first_seen, last_seen,
+             datagrams, flows, packets, bytes, flows_lost, restarts, last_sequence,
+             netflow_version, sampling_interval, sampling_mode)
+         SELECT a, t, i, to_timestamp(fs::float8 / 1e6), to_timestamp(ls::float8 / 1e6),
+                dg, fl, pk, by, lo, rs, sq, v, si, sm
+         FROM unnest($1::inet[], $2::int2[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
+                     $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
+                     $13::int2[], $14::int4[], $15::int2[])
+              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm)
+         ON CONFLICT (exporter, engine_type, engine_id) DO UPDATE SET
+             first_seen = least(e.first_seen, excluded.first_seen),
+             last_seen = greatest(e.last_seen, excluded.last_seen),
+             datagrams = e.datagrams + excluded.datagrams,
+             flows = e.flows + excluded.flows,
+             packets = e.packets + excluded.packets,
+             bytes = e.bytes + excluded.bytes,
+             flows_lost = e.flows_lost + excluded.flows_lost,
+             restarts = e.restarts + excluded.restarts,
+             last_sequence = excluded.last_sequence,
+             netflow_version = excluded.netflow_version,
+             sampling_interval = excluded.sampling_interval,
+             sampling_mode = excluded.sampling_mode",
+    );
+    let result = client.execute(
+        &sql,
+        &[
+            &addrs,
+            &et,
+            &ei,
+            &col(|d| d.first_seen_us),
+            &col(|d| d.last_seen_us),
+            &col(|d| d.datagrams),
+            &col(|d| d.flows),
+            &col(|d| d.packets),
+            &col(|d| d.bytes),
+            &col(|d| d.lost),
+            &col(|d| d.restarts),
+            &col(|d| d.last_sequence),
+            &ver,
+            &si,
+            &sm,
+        ],
+    );
+    match result {
+        Ok(_) => Ok(deltas.len()),
+        Err(e) => {
+            table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unflush(&deltas);
+            Err(e.into())
+        }
+    }
+}
+
+/// Keeps partitions ahead of the clock and the exporters table current.
+fn housekeeper(
+    conninfo: String,
+    schema: Schema,
+    table: Arc<Mutex<ExporterTable>>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let mut client: Option<postgres::Client> = None;
+    let mut last_partitions = Instant::now();
+    let mut last_flush = Instant::now();
+    while !stop.load(Relaxed) {
+        thread::sleep(Duration::from_millis(100));
+        if last_flush.elapsed() < interval {
+            continue;
+        }
+        last_flush = Instant::now();
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = db::connect(&conninfo)
+                .map_err(|e| tracing::warn!("housekeeper: {e:#}"))
+                .ok();
+        }
+        let Some(c) = client.as_mut() else { continue };
+        if let Err(e) = flush_exporters(c, &schema, &table) {
+            tracing::warn!("updating the exporters table: {e:#}");
+        }
+        if last_partitions.elapsed() >= Duration::from_secs(3600) {
+            last_partitions = Instant::now();
+            if let Err(e) = db::maintain_partitions(c, &schema, 3) {
+                tracing::warn!("maintaining flow partitions: {e:#}");
+            }
+        }
+    }
+}
+
+fn log_stats(s: &Snapshot, prev: &Snapshot, elapsed: Duration, depth_cap: usize) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    tracing::info!(
+        "stats: datagrams={} flows={} malformed={} kernel_drops={} udp_rcvbuf_errors={} queue={}/{} \
+         queue_full={} rows_written={} write_errors={} rows_dropped={} rate={:.0} flows/s written={:.0} rows/s",
+        s.datagrams,
+        s.flows,
+        s.malformed.total,
+        s.kernel_drops,
+        s.udp_rcvbuf_errors.map_or("n/a".to_string(), |v| v.to_string()),
+        s.queue_depth,
+        depth_cap,
+        s.queue_full,
+        s.rows_written,
+        s.write_errors,
+        s.rows_dropped,
+        (s.flows - prev.flows) as f64 / secs,
+        (s.rows_written - prev.rows_written) as f64 / secs,
+    );
+}
+
+/// Runs the collector until `stop` is set (the caller wires SIGTERM/SIGINT to it). Returns
+/// the final statistics.
+pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
+    let schema = Schema::new(&args.db.schema)?;
+    let database = match args.sink {
+        SinkKind::Pg => {
+            let d = open_database(&args.db.target())?;
+            prepare_schema(&d.conninfo, &schema)?;
+            Some(d)
+        }
+        SinkKind::Null => None,
+    };
+
+    let shards = args.shard_count();
+    let writers = args.writers.max(1);
+    let listen = SocketAddr::new(args.listen, args.port);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut receivers = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let bound = socket::bind_reuseport(listen, args.rcvbuf)
+            .with_context(|| format!("binding UDP {listen}"))?;
+        if i == 0 && bound.rcvbuf < args.rcvbuf {
+            tracing::warn!(
+                "socket receive buffer is {} bytes, not the {} asked for: the kernel caps it at \
+                 net.core.rmem_max ({}). Raise it: sysctl -w net.core.rmem_max={} (see tuning/sysctl.conf)",
+                bound.rcvbuf,
+                args.rcvbuf,
+                socket::rmem_max().map_or("?".into(), |v| v.to_string()),
+                args.rcvbuf
+            );
+        }
+        let (rx, why) = recv::open(args.recv, bound.socket, args.recv_batch)?;
+        if i == 0 {
+            tracing::info!("receive path: {why}");
+        }
+        receivers.push(rx);
+    }
+    tracing::info!(
+        "listening on udp {listen} with {shards} shard(s), {writers} writer(s), batches of {} flows, flush every {:?}",
+        args.batch_size,
+        args.flush_interval()
+    );
+
+    let handoff = Arc::new(Handoff::new(
+        args.queue_depth,
+        args.queue_depth + shards * 2 + writers * 64,
+        args.batch_size,
+    ));
+    let counters = Counters::new(shards, writers);
+    let exporters = Arc::new(Mutex::new(ExporterTable::default()));
+    let shards_stop = Arc::new(AtomicBool::new(false));
+    let shards_done = Arc::new(AtomicBool::new(false));
+    let house_stop = Arc::new(AtomicBool::new(false));
+
+    let mut writer_threads = Vec::new();
+    for id in 0..writers {
+        let sink: Box<dyn Sink> = match &database {
+            Some(d) => {
+                writer::connect_check(&d.conninfo)?;
+                Box::new(PgSink::new(&d.conninfo, &schema))
+            }
+            None => Box::new(NullSink),
+        };
+        let (h, c, e, done) = (
+            handoff.clone(),
+            counters.writers[id].clone(),
+            exporters.clone(),
+            shards_done.clone(),
+        );
+        let cfg = WriterConfig {
+            id,
+            max_rows: args.copy_rows.max(1),
+        };
+        writer_threads.push(
+            thread::Builder::new()
+                .name(format!("nfpg-writer-{id}"))
+                .spawn(move || writer::run(cfg, sink, h, c, e, done))?,
+        );
+    }
+    let house = database.as_ref().map(|d| {
+        let (conninfo, schema, table, stop) = (
+            d.conninfo.clone(),
+            schema.clone(),
+            exporters.clone(),
+            house_stop.clone(),
+        );
+        let interval = args.exporter_interval();
+        thread::Builder::new()
+            .name("nfpg-housekeeper".into())
+            .spawn(move || housekeeper(conninfo, schema, table, interval, stop))
+    });
+    let house = match house {
+        Some(h) => Some(h?),
+        None => None,
+    };
+    let mut shard_threads = Vec::new();
+    for (id, rx) in receivers.into_iter().enumerate() {
+        let cfg = ShardConfig {
+            id,
+            flush_interval: args.flush_interval(),
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+        };
+        let (h, c, s) = (
+            handoff.clone(),
+            counters.shards[id].clone(),
+            shards_stop.clone(),
+        );
+        shard_threads.push(
+            thread::Builder::new()
+                .name(format!("nfpg-shard-{id}"))
+                .spawn(move || shard::run(cfg, rx, h, c, s))?,
+        );
+    }
+
+    let started = Instant::now();
+    let mut prev = counters.snapshot(0);
+    let mut last_stats = Instant::now();
+    while !stop.load(Relaxed) {
+        thread::sleep(Duration::from_millis(50));
+        if last_stats.elapsed() >= args.stats_interval() {
+            let s = counters.snapshot(handoff.depth());
+            log_stats(&s, &prev, last_stats.elapsed(), handoff.depth_capacity());
+            prev = s;
+            last_stats = Instant::now();
+        }
+    }
+
+    tracing::info!("stopping: draining sockets and queues");
+    shards_stop.store(true, Relaxed);
+    for t in shard_threads {
+        let _ = t.join();
+    }
+    shards_done.store(true, Relaxed);
+    for t in writer_threads {
+        let _ = t.join();
+    }
+    house_stop.store(true, Relaxed);
+    if let Some(h) = house {
+        let _ = h.join();
+    }
+    if let Some(d) = &database {
+        let mut last_err = None;
+        for _ in 0..3 {
+            match db::connect(&d.conninfo)
+                .and_then(|mut c| flush_exporters(&mut c, &schema, &exporters))
+            {
+                Ok(_) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => {
+                    last_err = Some(e);
+                    thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        if let Some(e) = last_err {
+            tracing::error!("final update of the exporters table failed: {e:#}");
+        }
+    }
+    let s = counters.snapshot(handoff.depth());
+    log_stats(&s, &prev, last_stats.elapsed(), handoff.depth_capacity());
+    tracing::info!(
+        "stopped after {:.1}s: {} datagrams, {} flows decoded, {} rows written, {} malformed",
+        started.elapsed().as_secs_f64(),
+        s.datagrams,
+        s.flows,
+        s.rows_written,
+        s.malformed.total
+    );
+    drop(database);
+    Ok(s)
+}

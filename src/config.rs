@@ -1,0 +1,307 @@
+//! Command line and configuration: flags, then environment, then a `.env` file, then defaults.
+//!
+//! The original collector's variable names are accepted as they were (`DB_HOST`, `DB_PORT`,
+//! `DB_NAME`, `DB_USER`, `DB_PASSWORD`, `DB_SCHEMA`, `NETFLOW_PORT`, `BATCH_SIZE`,
+//! `FLUSH_INTERVAL`, `LOG_LEVEL`, `LOG_FILE`), plus `DATABASE_URL` and `NFPG_*` for what is
+//! new. `main` loads `.env` into the environment before parsing, without overriding variables
+//! already set, which gives the order above.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::recv::Backend;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nfpg",
+    version,
+    about = "NetFlow collector: receives NetFlow v5 over UDP and stores every record in PostgreSQL",
+    long_about = "NetFlow collector: receives NetFlow v5 over UDP and stores every record in \
+        PostgreSQL.\n\nWith no subcommand, `nfpg` runs the collector (same as `nfpg run`). With no \
+        database configured (DATABASE_URL or DB_HOST), it starts a private PostgreSQL server from \
+        the server programs installed on this machine and stops it on exit.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the collector (the default).
+    Run(RunArgs),
+    /// Apply the SQL migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// PostgreSQL connection (postgres://user:pass@host:port/db, or key=value pairs). Takes
+    /// precedence over the DB_* settings.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Database host (a path means a unix socket directory). Without it and without
+    /// DATABASE_URL, nfpg starts its own private server.
+    #[arg(long, env = "DB_HOST")]
+    pub db_host: Option<String>,
+    #[arg(long, env = "DB_PORT", default_value_t = 5432)]
+    pub db_port: u16,
+    #[arg(long, env = "DB_NAME", default_value = "netflow_db")]
+    pub db_name: String,
+    #[arg(long, env = "DB_USER", default_value = "netflow_user")]
+    pub db_user: String,
+    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<String>,
+    /// Schema for nfpg's tables (a plain identifier).
+    #[arg(long = "schema", env = "DB_SCHEMA", default_value = "netflow")]
+    pub schema: String,
+    /// Directory of the private PostgreSQL server used when no database is configured
+    /// [default: /var/lib/nfpg as root, else ~/.local/share/nfpg].
+    #[arg(long, env = "NFPG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    /// A configured server: this connection string.
+    Configured(String),
+    /// No server configured: start a private one in this directory, use this database.
+    Private { dir: PathBuf, dbname: String },
+}
+
+impl DbArgs {
+    pub fn target(&self) -> DbTarget {
+        if let Some(url) = self
+            .database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return DbTarget::Configured(url.to_string());
+        }
+        if let Some(host) = self.db_host.as_deref().filter(|h| !h.trim().is_empty()) {
+            let mut s = format!(
+                "host={} port={} dbname={} user={}",
+                quote(host),
+                self.db_port,
+                quote(&self.db_name),
+                quote(&self.db_user)
+            );
+            if let Some(p) = &self.db_password {
+                s.push_str(&format!(" password={}", quote(p)));
+            }
+            return DbTarget::Configured(s);
+        }
+        DbTarget::Private {
+            dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
+            dbname: self.db_name.clone(),
+        }
+    }
+}
+
+/// Quotes a value for a key=value connection string.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/nfpg");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("nfpg");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/nfpg"),
+        None => PathBuf::from(".nfpg"),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log level: error, warn, info, debug, trace (the original's WARNING and CRITICAL work).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Also write the log to this file.
+    #[arg(long, env = "LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// PostgreSQL, with binary COPY.
+    Pg,
+    /// Discard after decoding and encoding (measures the receive path without a database).
+    Null,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address to listen on (`::` listens on IPv6 and IPv4).
+    #[arg(long, env = "NFPG_LISTEN", default_value = "0.0.0.0")]
+    pub listen: IpAddr,
+    /// UDP port.
+    #[arg(short, long, env = "NETFLOW_PORT", default_value_t = 2055)]
+    pub port: u16,
+    /// Receive threads, each with its own SO_REUSEPORT socket, pinned to a core
+    /// [default: one per core].
+    #[arg(long, env = "NFPG_SHARDS")]
+    pub shards: Option<usize>,
+    /// Writer threads, each with its own database connection.
+    #[arg(long, env = "NFPG_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+    /// Receive path: io_uring, recvmmsg, or the best the kernel supports.
+    #[arg(long = "recv", env = "NFPG_RECV", value_enum, default_value = "auto")]
+    pub recv: Backend,
+    /// Datagrams per receive call.
+    #[arg(long, env = "NFPG_RECV_BATCH", default_value_t = 64)]
+    pub recv_batch: usize,
+    /// Socket receive buffer in bytes (the kernel caps it at net.core.rmem_max unless nfpg
+    /// has CAP_NET_ADMIN).
+    #[arg(long, env = "NFPG_RCVBUF", default_value_t = 32 << 20)]
+    pub rcvbuf: usize,
+    /// Flows per batch handed to a writer.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 8192)]
+    pub batch_size: usize,
+    /// Seconds after which a batch is written even if not full (fractions allowed).
+    #[arg(long, env = "FLUSH_INTERVAL", default_value_t = 1.0)]
+    pub flush_interval: f64,
+    /// Batches waiting for writers before shards wait (back-pressure).
+    #[arg(long, env = "NFPG_QUEUE_DEPTH", default_value_t = 64)]
+    pub queue_depth: usize,
+    /// Most flows in one COPY statement.
+    #[arg(long, env = "NFPG_COPY_ROWS", default_value_t = 100_000)]
+    pub copy_rows: usize,
+    /// Seconds between statistics lines in the log.
+    #[arg(long, env = "NFPG_STATS_INTERVAL", default_value_t = 30.0)]
+    pub stats_interval: f64,
+    /// Seconds between updates of the exporters table.
+    #[arg(long, env = "NFPG_EXPORTER_INTERVAL", default_value_t = 5.0)]
+    pub exporter_interval: f64,
+    /// Where decoded batches go.
+    #[arg(long, env = "NFPG_SINK", value_enum, default_value = "pg")]
+    pub sink: SinkKind,
+    /// Test mode (the original's --test): wait up to 5 s for one datagram, print its first
+    /// record, store it, exit.
+    #[arg(short, long)]
+    pub test: bool,
+    /// Write the final statistics as JSON to this file at exit (they are always printed to
+    /// stdout).
+    #[arg(long, env = "NFPG_SUMMARY_FILE")]
+    pub summary_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl RunArgs {
+    pub fn flush_interval(&self) -> Duration {
+        secs(self.flush_interval, 1.0)
+    }
+    pub fn stats_interval(&self) -> Duration {
+        secs(self.stats_interval, 30.0)
+    }
+    pub fn exporter_interval(&self) -> Duration {
+        secs(self.exporter_interval, 5.0)
+    }
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
+fn secs(v: f64, default: f64) -> Duration {
+    Duration::from_secs_f64(if v.is_finite() && v > 0.0 { v } else { default })
+}
+
+/// Maps the original's level names (Python logging) onto tracing's.
+pub fn tracing_level(name: &str) -> &'static str {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "warn" | "warning" => "warn",
+        "error" | "critical" | "fatal" => "error",
+        _ => "info",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("nfpg").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn bare_nfpg_runs_with_defaults() {
+        let cli = parse(&[
+            "--port",
+            "9995",
+            "--db-host",
+            "db.example",
+            "--db-password",
+            "it's",
+        ]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.port, 9995);
+        assert_eq!(
+            cli.run.db.target(),
+            DbTarget::Configured(
+                "host='db.example' port=5432 dbname='netflow_db' user='netflow_user' password='it\\'s'".into()
+            )
+        );
+    }
+
+    #[test]
+    fn database_url_wins_and_private_is_the_fallback() {
+        let cli = parse(&[
+            "run",
+            "--database-url",
+            "postgres://a@b/c",
+            "--db-host",
+            "x",
+        ]);
+        let Some(Command::Run(run)) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(
+            run.db.target(),
+            DbTarget::Configured("postgres://a@b/c".into())
+        );
+        let cli = parse(&["run", "--data-dir", "/tmp/x"]);
+        let Some(Command::Run(run)) = cli.command else {
+            panic!("run")
+        };
+        if std::env::var_os("DATABASE_URL").is_none() && std::env::var_os("DB_HOST").is_none() {
+            assert_eq!(
+                run.db.target(),
+                DbTarget::Private {
+                    dir: "/tmp/x".into(),
+                    dbname: "netflow_db".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn python_level_names() {
+        assert_eq!(tracing_level("WARNING"), "warn");
+        assert_eq!(tracing_level("CRITICAL"), "error");
+        assert_eq!(tracing_level("INFO"), "info");
+    }
+}
