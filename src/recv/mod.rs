@@ -14,6 +14,9 @@ pub mod mmsg;
 pub mod socket;
 pub mod uring;
 
+#[cfg(test)]
+mod tests;
+
 pub use uring::uring_supported;
 
 use std::io;
