@@ -670,7 +670,11 @@ mod tests {
                     got.push(u32::from_be_bytes(d.data.try_into().unwrap()));
                 })
                 .unwrap();
-            assert!(n <= 8, "one drain cannot exceed the ring ({n})");
+            // With deferred task work nothing lands while we drain, so a call sees one ring's
+            // worth at most; other set-ups may refill returned buffers mid-drain.
+            if rx.setup() == "single_issuer+defer_taskrun" {
+                assert!(n <= 8, "one drain cannot exceed the ring ({n})");
+            }
         }
         assert_eq!(got, (0..100).collect::<Vec<u32>>());
         assert!(rounds >= 13, "took only {rounds} rounds");
@@ -695,14 +699,16 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let handle = std::thread::spawn(move || {
             let got = collect(&mut rx, 5, 20);
-            (got.len(), rx)
+            // Only the issuer thread can cancel the receive, so the drop belongs here too.
+            let quiet = rx.quiesce();
+            (got.len(), quiet)
         });
         for i in 0..5u8 {
             tx.send_to(&[i], addr).unwrap();
         }
-        let (n, rx) = handle.join().unwrap();
+        let (n, quiet) = handle.join().unwrap();
         assert_eq!(n, 5);
-        drop(rx);
+        assert!(quiet);
     }
 
     #[test]
@@ -760,7 +766,7 @@ mod tests {
         // One SOL_SOCKET/SO_RXQ_OVFL message carrying 42, at an odd offset.
         let hdr = std::mem::size_of::<libc::cmsghdr>();
         let mut control = vec![0u8; 1 + hdr + 8];
-        // SAFETY (test): writes one cmsghdr unaligned inside `control`.
+        // SAFETY: `control` has room for a cmsghdr at offset 1; write_unaligned needs no alignment.
         unsafe {
             control
                 .as_mut_ptr()
