@@ -4,7 +4,7 @@
 //! This module owns the ring (`IoUring`), the buffer ring and its buffer memory (both anonymous
 //! mappings made here), and the shard's socket. Each completion names one buffer; the datagram
 //! in it is handed to the shard's sink as a [`Datagram`] borrowed from that buffer, and the
-//! buffer goes back to the kernel when its [`Lease`] drops, right after the sink returns.
+//! buffer goes back to the kernel when its `Lease` drops, right after the sink returns.
 //!
 //! Kernel features, and what happens without them:
 //! - multishot recvmsg (6.0) and `IORING_REGISTER_PBUF_RING` (5.19): required; without them
@@ -62,12 +62,15 @@ pub fn ring_entries_for(batch: usize) -> u16 {
 /// Says whether this kernel and process can run the io_uring receive path, and if not, why
 /// (seccomp in containers answers EPERM or ENOSYS; old kernels EINVAL or lack an opcode).
 pub fn uring_supported() -> Result<(), String> {
-    let (major, minor) = kernel_version().ok_or("cannot read the kernel version (uname)")?;
+    let (major, minor) =
+        kernel_version().ok_or("cannot read the kernel version (/proc/sys/kernel/osrelease)")?;
     if (major, minor) < (6, 0) {
         return Err(format!(
             "kernel {major}.{minor} lacks multishot recvmsg (needs 6.0)"
         ));
     }
+    // Declared before the ring so it drops after it: the kernel lets go of it when the ring closes.
+    let bufs = BufRing::new(1).map_err(|e| format!("buffer ring allocation failed: {e}"))?;
     let ring = IoUring::new(2).map_err(|e| format!("io_uring_setup failed: {e}"))?;
     let mut probe = Probe::new();
     ring.submitter()
@@ -76,10 +79,9 @@ pub fn uring_supported() -> Result<(), String> {
     if !probe.is_supported(opcode::RecvMsg::CODE) {
         return Err("io_uring lacks IORING_OP_RECVMSG".to_string());
     }
-    let bufs = BufRing::new(1).map_err(|e| format!("buffer ring allocation failed: {e}"))?;
     bufs.register(&ring)
         .map_err(|e| format!("IORING_REGISTER_PBUF_RING failed: {e}"))?;
-    // Unregister before `bufs` drops: the kernel must stop using the memory first.
+    // Leave nothing registered behind us (the ring closing would also do it).
     ring.submitter()
         .unregister_buf_ring(BGID)
         .map_err(|e| format!("IORING_UNREGISTER_PBUF_RING failed: {e}"))
