@@ -68,6 +68,19 @@ pub struct RunResult {
     pub sent: Totals,
     pub dropped_on_purpose: Totals,
     pub exporters: Vec<ExporterReport>,
+    /// The mode actually used (bind falls back to pktinfo without enough descriptors).
+    pub source_mode: SourceMode,
+}
+
+/// How exporters get their source addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// One socket per thread; each message names its source with IP(V6)_PKTINFO.
+    Pktinfo,
+    /// One socket per exporter, bound to its address and connected to the target; each
+    /// `sendmmsg` batch then holds datagrams of one exporter. Raises RLIMIT_NOFILE as needed.
+    Bind,
 }
 
 /// How a run is bounded and paced.
@@ -84,6 +97,7 @@ pub struct Plan {
     pub batch: usize,
     /// Every k-th datagram of each exporter is built but not sent; 0 = never.
     pub drop_every: u64,
+    pub source_mode: SourceMode,
     pub profile: Profile,
 }
 
@@ -142,6 +156,13 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
         }
     }
     let threads = plan.threads.clamp(1, addrs.len());
+    let mut mode = plan.source_mode;
+    if mode == SourceMode::Bind {
+        if let Err(e) = sys::raise_nofile(addrs.len() as u64 + 64) {
+            eprintln!("nfpg-loadgen: cannot open a socket per exporter ({e}); using pktinfo");
+            mode = SourceMode::Pktinfo;
+        }
+    }
     let batch = plan.batch.clamp(1, 1024);
     let started = SystemTime::now();
     let started_ms = unix_ms(started);
@@ -170,15 +191,17 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
         let handles: Vec<_> = per_thread
             .into_iter()
             .map(|lanes| {
-                let rate = plan.rate as f64 * lanes.len() as f64 / n as f64;
-                let target = plan.target;
-                let records = plan.profile.records;
-                let drop_every = plan.drop_every;
-                s.spawn(move || {
-                    worker(
-                        lanes, target, rate, deadline, t0, batch, records, drop_every,
-                    )
-                })
+                let cfg = WorkerCfg {
+                    target: plan.target,
+                    rate: plan.rate as f64 * lanes.len() as f64 / n as f64,
+                    deadline,
+                    t0,
+                    batch,
+                    records: plan.profile.records,
+                    drop_every: plan.drop_every,
+                    mode,
+                };
+                s.spawn(move || worker(lanes, &cfg))
             })
             .collect();
         handles
@@ -223,6 +246,7 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
         sent,
         dropped_on_purpose: dropped,
         exporters,
+        source_mode: mode,
     })
 }
 
@@ -242,6 +266,17 @@ fn open_socket(target: &SocketAddr) -> Result<Socket> {
     Ok(sock)
 }
 
+/// A socket sending as `src`: bound to it and connected to `target`.
+fn open_bound(src: IpAddr, target: &SocketAddr) -> Result<Socket> {
+    let sock = open_socket(target)?;
+    let _ = sock.set_send_buffer_size(1 << 20);
+    sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
+        .with_context(|| format!("binding to {src}"))?;
+    sock.connect(&SockAddr::from(*target))
+        .with_context(|| format!("connecting {src} to {target}"))?;
+    Ok(sock)
+}
+
 /// Sleeps until `until` or at most `cap`, whichever is sooner.
 fn nap(until: Instant, cap: Duration) {
     let now = Instant::now();
@@ -250,24 +285,54 @@ fn nap(until: Instant, cap: Duration) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    mut lanes: Vec<Lane>,
+/// What one sender thread needs besides its exporters.
+struct WorkerCfg {
     target: SocketAddr,
+    /// This thread's share of the rate, datagrams/s; 0 = flat out.
     rate: f64,
     deadline: Option<Instant>,
     t0: Instant,
     batch: usize,
     records: usize,
     drop_every: u64,
-) -> Result<WorkerOut> {
-    let sock = open_socket(&target)?;
+    mode: SourceMode,
+}
+
+fn worker(mut lanes: Vec<Lane>, cfg: &WorkerCfg) -> Result<WorkerOut> {
+    let WorkerCfg {
+        target,
+        rate,
+        deadline,
+        t0,
+        batch,
+        records,
+        drop_every,
+        mode,
+    } = *cfg;
+    let one_lane_per_batch = mode == SourceMode::Bind;
+    // Either one shared socket plus a control message per lane, or a socket per lane. The
+    // controls are kept apart from `lanes` (which the send loop mutates) because messages
+    // point into them.
+    let (shared, own, controls) = match mode {
+        SourceMode::Pktinfo => (
+            Some(open_socket(&target)?),
+            Vec::new(),
+            lanes
+                .iter()
+                .map(|l| sys::Control::pktinfo(l.addr))
+                .collect(),
+        ),
+        SourceMode::Bind => (
+            None,
+            lanes
+                .iter()
+                .map(|l| open_bound(l.addr, &target))
+                .collect::<Result<Vec<_>>>()?,
+            Vec::new(),
+        ),
+    };
     let dest = SockAddr::from(target);
-    // Kept apart from `lanes` (which the send loop mutates) because messages point into it.
-    let controls: Vec<sys::Control> = lanes
-        .iter()
-        .map(|l| sys::Control::pktinfo(l.addr))
-        .collect();
+    let no_control = sys::Control::none();
     let mut bufs = vec![[0u8; v5::MAX_DATAGRAM]; batch];
     // (lane, built) of each message in the batch, for counting once the kernel took it.
     let mut slots: Vec<(usize, Built)> = Vec::with_capacity(batch);
@@ -304,18 +369,32 @@ fn worker(
         let now_ms = unix_ms(SystemTime::now());
         slots.clear();
         let mut built_here = 0;
-        while built_here < n {
-            // Skip lanes whose --count quota is used up.
-            let mut tries = 0;
-            while lanes[cur].quota == 0 && tries < lanes.len() {
-                cur = (cur + 1) % lanes.len();
-                tries += 1;
-            }
-            if lanes[cur].quota == 0 {
-                break;
-            }
-            let li = cur;
+        // Skip lanes whose --count quota is used up.
+        let mut tries = 0;
+        while lanes[cur].quota == 0 && tries < lanes.len() {
             cur = (cur + 1) % lanes.len();
+            tries += 1;
+        }
+        let batch_lane = cur;
+        while built_here < n {
+            if one_lane_per_batch {
+                if lanes[batch_lane].quota == 0 {
+                    break;
+                }
+            } else {
+                let mut tries = 0;
+                while lanes[cur].quota == 0 && tries < lanes.len() {
+                    cur = (cur + 1) % lanes.len();
+                    tries += 1;
+                }
+                if lanes[cur].quota == 0 {
+                    break;
+                }
+            }
+            let li = if one_lane_per_batch { batch_lane } else { cur };
+            if !one_lane_per_batch {
+                cur = (cur + 1) % lanes.len();
+            }
             let lane = &mut lanes[li];
             lane.quota -= 1;
             let buf = &mut bufs[slots.len()];
@@ -331,16 +410,26 @@ fn worker(
         if built_here == 0 {
             break;
         }
+        if one_lane_per_batch {
+            cur = (batch_lane + 1) % lanes.len();
+        }
+        let sock = match &shared {
+            Some(s) => s,
+            None => &own[batch_lane],
+        };
         built_total += built_here as u64;
         remaining = remaining.saturating_sub(built_here as u64);
 
         for (i, (li, b)) in slots.iter().enumerate() {
-            mmsg.set(i, &bufs[i][..b.len], &dest, &controls[*li]);
+            match mode {
+                SourceMode::Pktinfo => mmsg.set(i, &bufs[i][..b.len], Some(&dest), &controls[*li]),
+                SourceMode::Bind => mmsg.set(i, &bufs[i][..b.len], None, &no_control),
+            }
         }
         let mut off = 0;
         let mut stalls = 0u32;
         while off < slots.len() {
-            match mmsg.send(&sock, off, slots.len() - off) {
+            match mmsg.send(sock, off, slots.len() - off) {
                 Ok(k) => {
                     for (li, b) in &slots[off..off + k] {
                         lanes[*li].sent.add_built(b);
@@ -348,6 +437,11 @@ fn worker(
                     }
                     off += k;
                     stalls = 0;
+                }
+                // A connected socket reports an earlier datagram's ICMP port unreachable on
+                // the next send, which it did not send; nothing listening is not an error here.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) && stalls < 10_000 => {
+                    stalls += 1;
                 }
                 Err(e) if sys::is_transient(&e) && stalls < 10_000 => {
                     stalls += 1;
@@ -426,7 +520,7 @@ pub fn replay(
             }
         }
         for (i, p) in chunk.iter().enumerate() {
-            mmsg.set(i, p, &dest, &none);
+            mmsg.set(i, p, Some(&dest), &none);
         }
         let mut off = 0;
         let mut stalls = 0u32;
@@ -567,14 +661,17 @@ mod sys {
         /// Points message `i` at `data`, `dest` and `control`. The pointers are only read by
         /// [`Batch::send`], whose borrow rules make the caller keep these alive and unmoved
         /// (they are borrowed again there).
-        pub fn set(&mut self, i: usize, data: &[u8], dest: &SockAddr, control: &Control) {
+        pub fn set(&mut self, i: usize, data: &[u8], dest: Option<&SockAddr>, control: &Control) {
             self.iovs[i] = libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
                 iov_len: data.len(),
             };
             let h = &mut self.msgs[i].msg_hdr;
-            h.msg_name = dest.as_ptr() as *mut libc::c_void;
-            h.msg_namelen = dest.len();
+            // A connected socket sends without a destination address.
+            (h.msg_name, h.msg_namelen) = match dest {
+                Some(d) => (d.as_ptr() as *mut libc::c_void, d.len()),
+                None => (std::ptr::null_mut(), 0),
+            };
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
             h.msg_control = if control.len == 0 {
@@ -618,6 +715,31 @@ mod sys {
             e.raw_os_error(),
             Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ENOMEM)
         )
+    }
+
+    /// Raises the soft RLIMIT_NOFILE to at least `want` (up to the hard limit).
+    pub fn raise_nofile(want: u64) -> io::Result<()> {
+        // SAFETY: a zeroed rlimit is valid; getrlimit writes into the live local.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: RLIMIT_NOFILE is a valid resource; `lim` is a live, writable rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur >= want as libc::rlim_t {
+            return Ok(());
+        }
+        if lim.rlim_max < want as libc::rlim_t {
+            return Err(io::Error::other(format!(
+                "{want} file descriptors needed, hard limit is {}",
+                lim.rlim_max
+            )));
+        }
+        lim.rlim_cur = want as libc::rlim_t;
+        // SAFETY: as above; setrlimit only reads `lim`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Lets an IPv6 socket send from addresses not configured on any interface.

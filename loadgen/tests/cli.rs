@@ -11,11 +11,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{loadgen, num};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// A receiving socket on 127.0.0.1 with a large buffer, so nothing is lost at test rates.
-fn sink() -> (UdpSocket, SocketAddr) {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+/// A receiving socket on 127.0.0.1 (or ::1) with a large buffer, so nothing is lost at
+/// test rates.
+fn sink(v6: bool) -> (UdpSocket, SocketAddr) {
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
     let _ = s.set_recv_buffer_size(8 << 20);
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let any: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }
+        .parse()
+        .expect("addr");
     s.bind(&any.into()).expect("bind");
     let s: UdpSocket = s.into();
     s.set_read_timeout(Some(Duration::from_millis(300)))
@@ -43,7 +47,16 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 #[test]
 fn drop_every_skips_datagrams_but_advances_sequences() {
-    let (sock, addr) = sink();
+    drop_every_with("bind");
+}
+
+#[test]
+fn drop_every_with_pktinfo_sources() {
+    drop_every_with("pktinfo");
+}
+
+fn drop_every_with(mode: &str) {
+    let (sock, addr) = sink(false);
     let target = addr.to_string();
     let reader = std::thread::spawn(move || drain(&sock, 10_000));
     // 1000 datagrams over 3 exporters: 334, 333, 333; every 7th of each is dropped.
@@ -62,6 +75,8 @@ fn drop_every_skips_datagrams_but_advances_sequences() {
         "20000",
         "--seed",
         "9",
+        "--source-mode",
+        mode,
     ]);
     let got = reader.join().expect("reader thread");
 
@@ -116,7 +131,7 @@ fn replays_the_softflowd_fixture_with_current_time() {
     .map(|d| d.join("softflowd-v5.pcap"))
     .find(|p| p.exists())
     .expect("shared/fixtures/softflowd-v5.pcap");
-    let (sock, addr) = sink();
+    let (sock, addr) = sink(false);
     let target = addr.to_string();
     let reader = std::thread::spawn(move || drain(&sock, 1000));
     let report = loadgen(&[
@@ -144,6 +159,53 @@ fn replays_the_softflowd_fixture_with_current_time() {
         assert_eq!(u16::from_be_bytes([d[0], d[1]]), 5);
         let secs = u64::from(be32(d, 8));
         assert!(now.abs_diff(secs) < 60, "header time rewritten to now");
+    }
+}
+
+/// Every exporter arrives from its own source address, for 10,000 IPv4 exporters in both
+/// source modes and for IPv6.
+#[test]
+fn ten_thousand_exporters_and_ipv6_sources() {
+    for (v6, exporters, mode) in [
+        (false, 10_000u64, "bind"),
+        (false, 10_000, "pktinfo"),
+        (true, 5, "bind"),
+        (true, 5, "pktinfo"),
+    ] {
+        let (sock, addr) = sink(v6);
+        let target = addr.to_string();
+        let count = exporters.to_string();
+        let reader = std::thread::spawn(move || drain(&sock, 20_000));
+        let report = loadgen(&[
+            "--target",
+            &target,
+            "--exporters",
+            &count,
+            "--count",
+            &count,
+            "--records",
+            "1",
+            "--rate",
+            "20000",
+            "--threads",
+            "2",
+            "--source-mode",
+            mode,
+        ]);
+        let got = reader.join().expect("reader thread");
+        assert_eq!(num(&report, &["sent", "datagrams"]), exporters, "{mode}");
+        assert_eq!(got.len() as u64, exporters, "{mode} v6={v6}");
+        let mut sources: Vec<String> = got.iter().map(|(a, _)| a.ip().to_string()).collect();
+        sources.sort();
+        sources.dedup();
+        assert_eq!(sources.len() as u64, exporters, "{mode} v6={v6}");
+        let listed = report["exporters"].as_array().expect("exporters");
+        assert_eq!(listed.len() as u64, exporters);
+        for e in listed {
+            let a = e["address"].as_str().expect("address").to_string();
+            assert!(sources.binary_search(&a).is_ok(), "{a} not seen");
+            assert_eq!(num(e, &["next_seq"]) - num(e, &["first_seq"]), 1);
+        }
     }
 }
 
