@@ -186,7 +186,7 @@ fn ten_thousand_exporters_and_ipv6_sources() {
             "--records",
             "1",
             "--rate",
-            "20000",
+            "10000",
             "--threads",
             "2",
             "--source-mode",
