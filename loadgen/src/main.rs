@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 #[derive(Parser, Debug)]
 #[command(name = "nfpg-loadgen", version)]
 struct Cli {
-    /// Collector address (loopback only): 127.x.y.z:port or [::1]:port.
+    /// Collector address (loopback only): `127.x.y.z:port` or `[::1]:port`.
     #[arg(long, default_value = "127.0.0.1:2055")]
     target: SocketAddr,
 
