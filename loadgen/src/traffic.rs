@@ -1,0 +1,438 @@
+//! Deterministic synthetic traffic: what each exporter puts in its datagrams.
+//!
+//! Owns the per-exporter state that the wire format needs (flow sequence, uptime clock,
+//! engine id) and the field distributions (Zipf-like addresses and ports, a TCP/UDP/ICMP mix,
+//! small-skewed packet counts). Everything comes from a seeded xoshiro256** generator per
+//! exporter, so the same seed gives the same datagrams for the same clock readings, no matter
+//! how exporters are spread over threads. `send` owns the clock and the sockets.
+
+#![forbid(unsafe_code)]
+
+use crate::v5;
+
+/// splitmix64: turns a seed into well-mixed state words.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// xoshiro256** (Blackman and Vigna), small, fast and reproducible.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        let mut sm = seed;
+        Rng {
+            s: [
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+            ],
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [0, n); n must be > 0.
+    pub fn below(&mut self, n: u64) -> u64 {
+        // Lemire's multiply-shift; the tiny bias does not matter for load generation.
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in [lo, hi] (inclusive).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// A Zipf-like (density ~ 1/x) rank in [0, n): rank 0 is the most frequent.
+    pub fn zipf(&mut self, n: u64) -> u64 {
+        let x = ((n as f64 + 1.0).ln() * self.unit()).exp() - 1.0;
+        (x as u64).min(n - 1)
+    }
+
+    /// Picks an index from cumulative weights (last entry = total).
+    fn pick(&mut self, cumulative: &[u32]) -> usize {
+        let total = cumulative.last().copied().unwrap_or(1);
+        let r = self.below(u64::from(total)) as u32;
+        cumulative.iter().position(|&c| r < c).unwrap_or(0)
+    }
+}
+
+/// Spreads ranks over an address block so popular hosts are not all adjacent.
+fn scramble(rank: u64, bits: u32) -> u32 {
+    let mask = (1u64 << bits) - 1;
+    // Multiplying by an odd constant is a bijection mod 2^bits.
+    ((rank.wrapping_mul(0x9e37_79b9) ^ 0x5bd1) & mask) as u32
+}
+
+/// An inside host in 10.0.0.0/8, Zipf-ranked over 65,536 hosts.
+fn inside_addr(rng: &mut Rng) -> [u8; 4] {
+    let host = scramble(rng.zipf(65_536), 24);
+    let h = host.to_be_bytes();
+    [10, h[1], h[2], h[3].max(1)]
+}
+
+/// An outside host in the documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24).
+fn outside_addr(rng: &mut Rng) -> [u8; 4] {
+    let rank = rng.zipf(3 * 254);
+    let spread = u64::from(scramble(rank, 10)) % (3 * 254);
+    let net = match spread / 254 {
+        0 => [192, 0, 2],
+        1 => [198, 51, 100],
+        _ => [203, 0, 113],
+    };
+    [net[0], net[1], net[2], (spread % 254 + 1) as u8]
+}
+
+const TCP_PORTS: [u16; 12] = [443, 80, 22, 25, 993, 8080, 3306, 5432, 143, 110, 8443, 3389];
+const TCP_PORT_WEIGHTS: [u32; 12] = [45, 65, 70, 73, 76, 79, 81, 83, 84, 85, 87, 88];
+const UDP_PORTS: [u16; 7] = [53, 443, 123, 161, 514, 5353, 500];
+const UDP_PORT_WEIGHTS: [u32; 7] = [50, 65, 72, 75, 77, 79, 80];
+/// Cumulative OR of TCP flags seen in real flows: full sessions, SYN-only scans, RSTs, mid-flow.
+const TCP_FLAGS: [u8; 7] = [0x1b, 0x1f, 0x02, 0x12, 0x10, 0x18, 0x14];
+const TCP_FLAG_WEIGHTS: [u32; 7] = [50, 55, 65, 70, 85, 95, 100];
+const PUBLIC_AS: [u16; 6] = [15169, 13335, 16509, 8075, 32934, 3356];
+
+/// A server port: mostly well-known, sometimes a Zipf-ranked registered port.
+fn server_port(rng: &mut Rng, protocol: u8) -> u16 {
+    let (ports, weights): (&[u16], &[u32]) = if protocol == 6 {
+        (&TCP_PORTS, &TCP_PORT_WEIGHTS)
+    } else {
+        (&UDP_PORTS, &UDP_PORT_WEIGHTS)
+    };
+    if rng.below(100) < 88 {
+        ports[rng.pick(weights)]
+    } else {
+        1024 + rng.zipf(48_000) as u16
+    }
+}
+
+/// Per-flow sizes: packets 1..=1000 skewed small, bytes = packets × (40..=1500).
+fn sizes(rng: &mut Rng, protocol: u8) -> (u32, u32) {
+    let u = rng.unit();
+    let packets = ((1001f64).ln() * u * u * u).exp() as u32;
+    let packets = packets.clamp(1, 1000);
+    let mean_size = match protocol {
+        1 => rng.range(64, 128) as u32,
+        17 => rng.range(60, 1400) as u32,
+        // TCP: small (ACK-heavy) or near-MTU (bulk).
+        _ if rng.below(2) == 0 => rng.range(40, 120) as u32,
+        _ => rng.range(900, 1500) as u32,
+    };
+    (packets, packets * mean_size)
+}
+
+/// One synthetic exporter: its identity, wire counters and random stream.
+#[derive(Debug, Clone)]
+pub struct Exporter {
+    pub index: usize,
+    pub engine_type: u8,
+    pub engine_id: u8,
+    pub sampling_interval: u16,
+    /// Flows sent (or dropped on purpose) so far: the next datagram's flow_sequence.
+    pub seq: u32,
+    /// sys_uptime at `clock_zero_ms`.
+    pub uptime_at_zero: u32,
+    /// Wall clock (Unix ms) at which this exporter's uptime equals `uptime_at_zero`.
+    pub clock_zero_ms: u64,
+    /// Datagrams built so far (sent or not).
+    pub datagrams_built: u64,
+    rng: Rng,
+}
+
+/// What every exporter shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    pub seed: u64,
+    pub records: usize,
+    /// Value of the sampling_interval field (mode bits included).
+    pub sampling_interval: u16,
+    pub seq_start: u32,
+    /// Fixed starting uptime for every exporter; `None` picks one per exporter (1 h .. 40 d).
+    pub uptime_start: Option<u32>,
+    pub engine_type: u8,
+}
+
+impl Exporter {
+    /// Exporter number `index`, clock anchored at `clock_zero_ms` (Unix ms).
+    pub fn new(profile: &Profile, index: usize, clock_zero_ms: u64) -> Self {
+        let mut rng = Rng::new(profile.seed ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f));
+        let picked = rng.range(3_600_000, 40 * 86_400_000) as u32;
+        Exporter {
+            index,
+            engine_type: profile.engine_type,
+            engine_id: (index % 256) as u8,
+            sampling_interval: profile.sampling_interval,
+            seq: profile.seq_start,
+            uptime_at_zero: profile.uptime_start.unwrap_or(picked),
+            clock_zero_ms,
+            datagrams_built: 0,
+            rng,
+        }
+    }
+
+    /// The exporter's sys_uptime at wall clock `now_ms` (wrapping like a real 32-bit counter).
+    pub fn uptime_at(&self, now_ms: u64) -> u32 {
+        let elapsed = now_ms.saturating_sub(self.clock_zero_ms);
+        self.uptime_at_zero.wrapping_add(elapsed as u32)
+    }
+
+    fn record(&mut self, uptime: u32) -> v5::Record {
+        let rng = &mut self.rng;
+        let protocol = match rng.below(100) {
+            0..=79 => 6,
+            80..=96 => 17,
+            _ => 1,
+        };
+        let (packets, octets) = sizes(rng, protocol);
+        // Flow ends within the last 2 s and lasted up to ~58 s (short flows dominate), so the
+        // whole flow lies within the minute before the header time.
+        let end_age = rng.below(2_000) as u32;
+        let u = rng.unit();
+        let duration = if packets == 1 {
+            0
+        } else {
+            (58_000.0 * u * u) as u32
+        };
+        let last = uptime.wrapping_sub(end_age);
+        let first = last.wrapping_sub(duration);
+
+        let inside = inside_addr(rng);
+        let outside = outside_addr(rng);
+        let outbound = rng.below(100) < 60;
+        let (src_port, dst_port, tcp_flags) = match protocol {
+            1 => (0, 0, 0),
+            p => {
+                let server = server_port(rng, p);
+                let client = rng.range(32_768, 60_999) as u16;
+                let flags = if p == 6 {
+                    TCP_FLAGS[rng.pick(&TCP_FLAG_WEIGHTS)]
+                } else {
+                    0
+                };
+                if outbound {
+                    (client, server, flags)
+                } else {
+                    (server, client, flags)
+                }
+            }
+        };
+        let (src_addr, dst_addr) = if outbound {
+            (inside, outside)
+        } else {
+            (outside, inside)
+        };
+        let tos = match rng.below(100) {
+            0..=89 => 0,
+            90..=96 => 0x10,
+            _ => 0xb8,
+        };
+        let public_as = PUBLIC_AS[rng.below(PUBLIC_AS.len() as u64) as usize];
+        let (src_as, dst_as) = if outbound {
+            (0, public_as)
+        } else {
+            (public_as, 0)
+        };
+        let input = 1 + rng.zipf(48) as u16;
+        let output = 1 + rng.zipf(48) as u16;
+        v5::Record {
+            src_addr,
+            dst_addr,
+            next_hop: [10, 255, (output >> 8) as u8, output as u8],
+            input,
+            output,
+            packets,
+            octets,
+            first,
+            last,
+            src_port,
+            dst_port,
+            tcp_flags,
+            protocol,
+            tos,
+            src_as,
+            dst_as,
+            src_mask: if outbound {
+                24
+            } else {
+                24 + rng.below(9) as u8
+            },
+            dst_mask: if outbound {
+                24 + rng.below(9) as u8
+            } else {
+                24
+            },
+        }
+    }
+
+    /// Builds this exporter's next datagram for wall clock `now_ms` into `out` and advances
+    /// the flow sequence as if it were sent. Returns (length, flows, packets, bytes).
+    pub fn build(&mut self, out: &mut [u8], records: usize, now_ms: u64) -> Built {
+        let records = records.clamp(1, v5::MAX_RECORDS);
+        let uptime = self.uptime_at(now_ms);
+        let header = v5::Header {
+            sys_uptime: uptime,
+            unix_secs: (now_ms / 1000) as u32,
+            unix_nsecs: ((now_ms % 1000) * 1_000_000) as u32,
+            flow_sequence: self.seq,
+            engine_type: self.engine_type,
+            engine_id: self.engine_id,
+            sampling_interval: self.sampling_interval,
+        };
+        v5::write_header(out, &header, records as u16);
+        let mut packets = 0u64;
+        let mut bytes = 0u64;
+        for i in 0..records {
+            let r = self.record(uptime);
+            packets += u64::from(r.packets);
+            bytes += u64::from(r.octets);
+            let at = v5::HEADER_LEN + i * v5::RECORD_LEN;
+            v5::write_record(&mut out[at..at + v5::RECORD_LEN], &r);
+        }
+        self.seq = self.seq.wrapping_add(records as u32);
+        self.datagrams_built += 1;
+        Built {
+            len: v5::HEADER_LEN + records * v5::RECORD_LEN,
+            flows: records as u64,
+            packets,
+            bytes,
+        }
+    }
+}
+
+/// Size and totals of one built datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Built {
+    pub len: usize,
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(seed: u64) -> Profile {
+        Profile {
+            seed,
+            records: 30,
+            sampling_interval: 0,
+            seq_start: 0,
+            uptime_start: None,
+            engine_type: 0,
+        }
+    }
+
+    fn stream(seed: u64, n: usize) -> Vec<u8> {
+        let p = profile(seed);
+        let mut exps: Vec<Exporter> = (0..4)
+            .map(|i| Exporter::new(&p, i, 1_700_000_000_000))
+            .collect();
+        let mut all = Vec::new();
+        let mut buf = [0u8; v5::MAX_DATAGRAM];
+        for k in 0..n {
+            let e = &mut exps[k % 4];
+            let b = e.build(&mut buf, 30, 1_700_000_000_000 + k as u64);
+            all.extend_from_slice(&buf[..b.len]);
+        }
+        all
+    }
+
+    #[test]
+    fn same_seed_same_bytes() {
+        assert_eq!(stream(7, 50), stream(7, 50));
+        assert_ne!(stream(7, 50), stream(8, 50));
+    }
+
+    #[test]
+    fn sequence_and_time_fields() {
+        let p = Profile {
+            seq_start: u32::MAX - 10,
+            uptime_start: Some(u32::MAX - 500),
+            ..profile(1)
+        };
+        let mut e = Exporter::new(&p, 3, 1_000_000);
+        let mut buf = [0u8; v5::MAX_DATAGRAM];
+        let b = e.build(&mut buf, 30, 1_001_234);
+        assert_eq!(b.len, v5::MAX_DATAGRAM);
+        let be32 = |b: &[u8], o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        assert_eq!(
+            be32(&buf, 16),
+            u32::MAX - 10,
+            "first datagram carries seq_start"
+        );
+        assert_eq!(
+            be32(&buf, 4),
+            (u32::MAX - 500).wrapping_add(1234),
+            "uptime wrapped"
+        );
+        assert_eq!(be32(&buf, 8), 1001);
+        assert_eq!(be32(&buf, 12), 234_000_000);
+        assert_eq!(buf[21], 3, "engine_id");
+        for i in 0..30 {
+            let at = 24 + 48 * i;
+            let (first, last) = (be32(&buf, at + 24), be32(&buf, at + 28));
+            let age_end = be32(&buf, 4).wrapping_sub(last);
+            let age_start = be32(&buf, 4).wrapping_sub(first);
+            assert!(age_end <= age_start && age_start < 60_000, "{first} {last}");
+        }
+        e.build(&mut buf, 30, 1_001_300);
+        assert_eq!(
+            be32(&buf, 16),
+            (u32::MAX - 10).wrapping_add(30),
+            "seq wraps"
+        );
+    }
+
+    #[test]
+    fn protocol_mix_and_ports_look_real() {
+        let mut e = Exporter::new(&profile(42), 0, 0);
+        let (mut tcp, mut udp, mut icmp, mut https) = (0, 0, 0, 0);
+        let n = 30_000;
+        for _ in 0..n {
+            let r = e.record(100_000_000);
+            assert!((1..=1000).contains(&r.packets));
+            assert!(r.octets >= 40 * r.packets && r.octets <= 1500 * r.packets);
+            match r.protocol {
+                6 => tcp += 1,
+                17 => udp += 1,
+                1 => {
+                    icmp += 1;
+                    assert_eq!((r.src_port, r.dst_port), (0, 0));
+                }
+                p => panic!("protocol {p}"),
+            }
+            if r.protocol == 6 && (r.dst_port == 443 || r.src_port == 443) {
+                https += 1;
+            }
+        }
+        let pct = |x: i32| x * 100 / n;
+        assert!((77..=83).contains(&pct(tcp)), "tcp {tcp}");
+        assert!((14..=20).contains(&pct(udp)), "udp {udp}");
+        assert!((2..=4).contains(&pct(icmp)), "icmp {icmp}");
+        assert!(https > tcp / 3, "443 dominates TCP");
+    }
+}
