@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{DbTarget, RunArgs, SinkKind};
+use crate::config::{Balance, DbTarget, RunArgs, SinkKind};
 use crate::db::{self, Schema};
 use crate::exporters::ExporterTable;
 use crate::pgserver::PgServer;
@@ -219,7 +219,7 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
     let writers = args.writers.max(1);
     let listen = SocketAddr::new(args.listen, args.port);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut receivers = Vec::with_capacity(shards);
+    let mut sockets = Vec::with_capacity(shards);
     for i in 0..shards {
         let bound = socket::bind_reuseport(listen, args.rcvbuf)
             .with_context(|| format!("binding UDP {listen}"))?;
@@ -233,7 +233,17 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
                 args.rcvbuf
             );
         }
-        let (rx, why) = recv::open(args.recv, bound.socket, args.recv_batch)?;
+        sockets.push(bound.socket);
+    }
+    if args.balance == Balance::Spread && shards > 1 {
+        // After every socket of the group is bound: the program indexes the group's sockets.
+        socket::attach_spread_cbpf(&sockets[0], shards as u32)
+            .context("attaching the spread BPF program")?;
+        tracing::info!("balance: spread (random shard per datagram)");
+    }
+    let mut receivers = Vec::with_capacity(shards);
+    for (i, sock) in sockets.into_iter().enumerate() {
+        let (rx, why) = recv::open(args.recv, sock, args.recv_batch)?;
         if i == 0 {
             tracing::info!("receive path: {why}");
         }

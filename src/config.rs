@@ -140,6 +140,15 @@ pub struct LogArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Balance {
+    /// The kernel's SO_REUSEPORT hash of the 4-tuple: one exporter, one shard.
+    Hash,
+    /// A classic BPF program picks a random shard per datagram: one busy exporter is spread
+    /// over all shards.
+    Spread,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SinkKind {
     /// PostgreSQL, with binary COPY.
     Pg,
@@ -159,6 +168,9 @@ pub struct RunArgs {
     /// [default: one per core].
     #[arg(long, env = "NFPG_SHARDS")]
     pub shards: Option<usize>,
+    /// How datagrams are spread over shards.
+    #[arg(long, env = "NFPG_BALANCE", value_enum, default_value = "hash")]
+    pub balance: Balance,
     /// Writer threads, each with its own database connection.
     #[arg(long, env = "NFPG_WRITERS", default_value_t = 2)]
     pub writers: usize,

@@ -8,7 +8,6 @@
 //! Exit status: 0 on success (and `--verify` found nothing lost), 1 if `--verify` found a
 //! difference, 2 on any error.
 
-mod pcap;
 mod send;
 mod traffic;
 mod v5;
@@ -155,9 +154,16 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 
 fn run_replay(cli: &Cli, file: &PathBuf) -> Result<Value> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let found = pcap::udp_payloads(&bytes, cli.replay_port)
-        .with_context(|| format!("parsing {}", file.display()))?;
-    let mut payloads: Vec<Vec<u8>> = found.into_iter().map(|p| p.payload).collect();
+    let found =
+        nfpg::pcap::udp_packets(&bytes).with_context(|| format!("parsing {}", file.display()))?;
+    let mut payloads: Vec<Vec<u8>> = found
+        .into_iter()
+        .filter(|p| {
+            cli.replay_port
+                .is_none_or(|port| p.destination.port() == port)
+        })
+        .map(|p| p.payload)
+        .collect();
     if let Some(c) = cli.count {
         payloads.truncate(usize::try_from(c).unwrap_or(usize::MAX));
     }
