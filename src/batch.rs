@@ -18,7 +18,7 @@ pub const MAX_FLOWS_PER_DATAGRAM: usize = 30;
 /// Bytes of a malformed datagram kept as a sample.
 pub const SAMPLE_BYTES: usize = 64;
 /// Malformed samples a batch carries at most (the rest are only counted).
-pub const MAX_SAMPLES: usize = 16;
+pub const MAX_SAMPLES: usize = 64;
 
 /// An address in the batch's column form.
 pub fn addr_to_u128(ip: IpAddr) -> u128 {

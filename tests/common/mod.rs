@@ -1,0 +1,283 @@
+//! Test harness: a private PostgreSQL per test (the same mechanism `nfpg run` uses), the real
+//! `nfpg` binary as a child process, UDP senders on loopback, and NetFlow v5 datagrams.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nfpg::collector::{open_database, Database};
+use nfpg::config::DbTarget;
+
+pub fn fixture(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name);
+    assert!(
+        p.is_file(),
+        "fixture {} missing (shared/ must sit beside the checkout)",
+        p.display()
+    );
+    p
+}
+
+/// Fails the test with the install hint when a Debian tool is missing.
+pub fn require_tool(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: apt-get install {package} (the CI script does)"
+    );
+}
+
+/// A private PostgreSQL server with the `netflow_db` database, stopped when dropped.
+pub struct TestDb {
+    pub db: Database,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("nfpg-t")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let db = open_database(&DbTarget::Private {
+            dir: dir.path().to_path_buf(),
+            dbname: "netflow_db".into(),
+        })
+        .expect("starting a private PostgreSQL (is the postgresql package installed?)");
+        TestDb { db, _dir: dir }
+    }
+
+    pub fn conninfo(&self) -> &str {
+        &self.db.conninfo
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        nfpg::db::connect(&self.db.conninfo).expect("connect")
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).expect(sql).get(0)
+    }
+}
+
+/// A UDP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `nfpg run` child process.
+pub struct Nfpg {
+    child: Option<Child>,
+    pub port: u16,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// The final statistics `nfpg` prints on stdout at exit.
+pub type Summary = serde_json::Value;
+
+impl Nfpg {
+    /// Starts nfpg on a free port of 127.0.0.1 with `extra` arguments, waits until it listens.
+    pub fn start(db: &TestDb, extra: &[&str]) -> Self {
+        Self::start_with(Some(db.conninfo()), "127.0.0.1", extra)
+    }
+
+    pub fn start_with(conninfo: Option<&str>, listen: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nfpg"));
+        cmd.arg("run")
+            .args(["--listen", listen, "--port", &port.to_string()])
+            .args([
+                "--flush-interval",
+                "0.2",
+                "--stats-interval",
+                "1",
+                "--exporter-interval",
+                "0.5",
+            ])
+            .args(extra)
+            .env_remove("DB_HOST")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(c) = conninfo {
+            cmd.args(["--database-url", c]);
+        }
+        let mut child = cmd.spawn().expect("spawn nfpg");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("listening on udp") {
+                    let _ = tx.send(());
+                }
+                eprintln!("[nfpg] {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "nfpg did not start listening:\n{}",
+                stderr.lock().unwrap().join("\n")
+            );
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Nfpg {
+            child: Some(child),
+            port,
+            addr,
+            stderr,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM, wait for a clean exit (status 0), return the final statistics.
+    pub fn stop(mut self) -> Summary {
+        self.signal(libc::SIGTERM);
+        let child = self.child.take().unwrap();
+        let out = child.wait_with_output().expect("wait for nfpg");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "nfpg exited with {}:\n{}",
+            out.status,
+            self.log()
+        );
+        let line = stdout
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("no summary on stdout:\n{}", self.log()));
+        serde_json::from_str(line).expect("summary JSON")
+    }
+}
+
+impl Drop for Nfpg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A sender bound to a loopback address, to act as one exporter.
+pub fn exporter_socket(ip: &str) -> UdpSocket {
+    UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"))
+}
+
+/// One v5 record for [`v5_datagram`].
+#[derive(Clone, Copy, Debug)]
+pub struct Rec {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub packets: u32,
+    pub bytes: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+pub fn rec(i: u32) -> Rec {
+    Rec {
+        src: [10, 0, (i >> 8) as u8, i as u8],
+        dst: [192, 0, 2, (i % 250) as u8],
+        packets: 1 + i % 50,
+        bytes: 40 * (1 + i % 50) + i % 7,
+        sport: 1024 + (i % 60000) as u16,
+        dport: [80, 443, 53, 22][(i % 4) as usize],
+        proto: if i % 4 == 2 { 17 } else { 6 },
+    }
+}
+
+/// A NetFlow v5 datagram: header fields and records, times relative to `unix_secs`.
+pub fn v5_datagram(
+    unix_secs: u32,
+    uptime: u32,
+    sequence: u32,
+    engine_id: u8,
+    sampling: u16,
+    recs: &[Rec],
+) -> Vec<u8> {
+    let mut d = Vec::with_capacity(24 + 48 * recs.len());
+    d.extend_from_slice(&5u16.to_be_bytes());
+    d.extend_from_slice(&(recs.len() as u16).to_be_bytes());
+    d.extend_from_slice(&uptime.to_be_bytes());
+    d.extend_from_slice(&unix_secs.to_be_bytes());
+    d.extend_from_slice(&0u32.to_be_bytes());
+    d.extend_from_slice(&sequence.to_be_bytes());
+    d.extend_from_slice(&[0, engine_id]);
+    d.extend_from_slice(&sampling.to_be_bytes());
+    for r in recs {
+        d.extend_from_slice(&r.src);
+        d.extend_from_slice(&r.dst);
+        d.extend_from_slice(&[0, 0, 0, 0]);
+        d.extend_from_slice(&[0, 1, 0, 2]);
+        d.extend_from_slice(&r.packets.to_be_bytes());
+        d.extend_from_slice(&r.bytes.to_be_bytes());
+        d.extend_from_slice(&uptime.wrapping_sub(2000).to_be_bytes());
+        d.extend_from_slice(&uptime.wrapping_sub(1000).to_be_bytes());
+        d.extend_from_slice(&r.sport.to_be_bytes());
+        d.extend_from_slice(&r.dport.to_be_bytes());
+        d.extend_from_slice(&[0, 0x1b, r.proto, 0]);
+        d.extend_from_slice(&[0, 0, 0, 0, 24, 24, 0, 0]);
+    }
+    d
+}
+
+pub fn now_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Sends datagrams paced so loopback never overflows the receive buffer in a test.
+pub fn send_paced(sock: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>]) {
+    for (i, d) in datagrams.iter().enumerate() {
+        sock.send_to(d, to).expect("send");
+        if i % 64 == 63 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

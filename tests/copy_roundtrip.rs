@@ -1,0 +1,188 @@
+//! Must show 5: the binary COPY encoder round-trips through PostgreSQL itself: IPv4 and IPv6
+//! `inet`, times around the 2000 epoch and across the uptime wrap, counters at their maximum.
+
+mod common;
+
+use nfpg::batch::{addr_to_u128, DatagramInfo, DatagramMeta, FlowBatch};
+use nfpg::copy;
+use nfpg::db::{migrate, Schema};
+use std::io::Write;
+use std::net::IpAddr;
+
+const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+fn push_flow(b: &mut FlowBatch, dg: usize, start_ms: i64, src: &str, dst: &str, max: bool) {
+    let v = |x: u32| if max { x } else { 1 };
+    b.flow_start_ms.push(start_ms);
+    b.flow_end_ms.push(start_ms + 1);
+    b.src_addr.push(addr_to_u128(src.parse().unwrap()));
+    b.dst_addr.push(addr_to_u128(dst.parse().unwrap()));
+    b.next_hop.push(addr_to_u128("0.0.0.0".parse().unwrap()));
+    b.src_port.push(if max { u16::MAX } else { 0 });
+    b.dst_port.push(if max { u16::MAX } else { 0 });
+    b.protocol.push(if max { u8::MAX } else { 0 });
+    b.tcp_flags.push(if max { u8::MAX } else { 0 });
+    b.tos.push(if max { u8::MAX } else { 0 });
+    b.input_if.push(v(u32::MAX));
+    b.output_if.push(v(u32::MAX));
+    b.packets.push(u64::from(v(u32::MAX)));
+    b.bytes.push(u64::from(v(u32::MAX)));
+    b.src_as.push(v(u32::MAX));
+    b.dst_as.push(v(u32::MAX));
+    b.src_mask.push(if max { 32 } else { 0 });
+    b.dst_mask.push(if max { 128 } else { 0 });
+    b.datagrams[dg].count += 1;
+}
+
+#[test]
+fn encoder_round_trips_through_postgresql() {
+    let db = common::TestDb::start();
+    let schema = Schema::new("rt").unwrap();
+    let mut c = db.client();
+    migrate(&mut c, &schema).unwrap();
+
+    let mut b = FlowBatch::with_capacity(64);
+    let exporter6: IpAddr = "2001:db8::53".parse().unwrap();
+    b.datagrams.push(DatagramInfo {
+        exporter: addr_to_u128(exporter6),
+        received_us: PG_EPOCH_MS * 1000 - 1, // 1 µs before 2000-01-01
+        first_flow: 0,
+        count: 0,
+        version: 5,
+        engine_type: 255,
+        engine_id: 255,
+        sampling_mode: 3,
+        sampling_interval: 0x3fff,
+        ..Default::default()
+    });
+    // Around the PostgreSQL epoch, before the Unix epoch, and now-ish.
+    let times = [
+        PG_EPOCH_MS - 1,
+        PG_EPOCH_MS,
+        PG_EPOCH_MS + 1,
+        -1,
+        0,
+        1_794_525_571_081,
+    ];
+    for (i, t) in times.iter().enumerate() {
+        push_flow(&mut b, 0, *t, "10.1.2.3", "2001:db8:ffff::1", i % 2 == 0);
+    }
+    push_flow(&mut b, 0, 4_102_444_800_000, "255.255.255.255", "::", true);
+    push_flow(
+        &mut b,
+        0,
+        1_000,
+        "::ffff:0:1",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        false,
+    );
+
+    // A datagram through the decoder whose record started before the exporter's uptime wrapped.
+    let mut d = vec![0u8; 72];
+    d[1] = 5;
+    d[3] = 1;
+    d[4..8].copy_from_slice(&500u32.to_be_bytes()); // sys_uptime: 500 ms after the wrap
+    d[8..12].copy_from_slice(&1_000_000_000u32.to_be_bytes());
+    d[24 + 24..24 + 28].copy_from_slice(&(u32::MAX - 1499).to_be_bytes()); // first: 2 s earlier
+    d[24 + 28..24 + 32].copy_from_slice(&100u32.to_be_bytes()); // last: 0.4 s earlier
+    let meta = DatagramMeta {
+        exporter: addr_to_u128("192.0.2.1".parse().unwrap()),
+        received_us: 1_700_000_000_000_000,
+    };
+    nfpg::v5::decode(&d, &meta, &mut b).unwrap();
+
+    let mut data = copy::HEADER.to_vec();
+    copy::encode_rows(&b, &mut data);
+    data.extend_from_slice(copy::TRAILER);
+    let mut w = c
+        .copy_in(copy::copy_statement(&schema.quoted()).as_str())
+        .unwrap();
+    w.write_all(&data).unwrap();
+    assert_eq!(w.finish().unwrap(), b.len() as u64);
+
+    let rows = c
+        .query(
+            "SELECT (extract(epoch FROM flow_start) * 1000)::int8, (extract(epoch FROM flow_end) * 1000)::int8,
+                    src_addr::text, dst_addr::text, next_hop::text, family(dst_addr),
+                    src_port, dst_port, protocol, tcp_flags, tos, input_if, output_if, packets, bytes,
+                    src_as, dst_as, src_mask, dst_mask, exporter::text, engine_type, engine_id,
+                    sampling_interval, sampling_mode, netflow_version,
+                    (extract(epoch FROM received_at) * 1000000)::int8
+             FROM rt.flows ORDER BY received_at, flow_start",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), b.len());
+    let mut expected: Vec<usize> = (0..b.len()).collect();
+    expected.sort_by_key(|&i| (if i < 8 { 0 } else { 1 }, b.flow_start_ms[i]));
+    for (r, &i) in rows.iter().zip(&expected) {
+        let dg = if i < 8 {
+            &b.datagrams[0]
+        } else {
+            &b.datagrams[1]
+        };
+        assert_eq!(r.get::<_, i64>(0), b.flow_start_ms[i], "flow_start row {i}");
+        assert_eq!(r.get::<_, i64>(1), b.flow_end_ms[i]);
+        let host = |v: u128| {
+            let ip = nfpg::batch::u128_to_addr(v);
+            format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+        };
+        assert_eq!(r.get::<_, String>(2), host(b.src_addr[i]));
+        assert_eq!(r.get::<_, String>(3), host(b.dst_addr[i]));
+        assert_eq!(r.get::<_, String>(4), host(b.next_hop[i]));
+        let fam = if nfpg::batch::u128_to_addr(b.dst_addr[i]).is_ipv4() {
+            4
+        } else {
+            6
+        };
+        assert_eq!(r.get::<_, i32>(5), fam);
+        assert_eq!(r.get::<_, i32>(6), i32::from(b.src_port[i]));
+        assert_eq!(r.get::<_, i32>(7), i32::from(b.dst_port[i]));
+        assert_eq!(r.get::<_, i16>(8), i16::from(b.protocol[i]));
+        assert_eq!(r.get::<_, i16>(9), i16::from(b.tcp_flags[i]));
+        assert_eq!(r.get::<_, i16>(10), i16::from(b.tos[i]));
+        assert_eq!(r.get::<_, i64>(11), i64::from(b.input_if[i]));
+        assert_eq!(r.get::<_, i64>(12), i64::from(b.output_if[i]));
+        assert_eq!(r.get::<_, i64>(13) as u64, b.packets[i]);
+        assert_eq!(r.get::<_, i64>(14) as u64, b.bytes[i]);
+        assert_eq!(r.get::<_, i64>(15), i64::from(b.src_as[i]));
+        assert_eq!(r.get::<_, i64>(16), i64::from(b.dst_as[i]));
+        assert_eq!(r.get::<_, i16>(17), i16::from(b.src_mask[i]));
+        assert_eq!(r.get::<_, i16>(18), i16::from(b.dst_mask[i]));
+        assert_eq!(r.get::<_, String>(19), host(dg.exporter));
+        assert_eq!(r.get::<_, i16>(20), i16::from(dg.engine_type));
+        assert_eq!(r.get::<_, i16>(21), i16::from(dg.engine_id));
+        assert_eq!(r.get::<_, i32>(22), i32::from(dg.sampling_interval));
+        assert_eq!(r.get::<_, i16>(23), i16::from(dg.sampling_mode));
+        assert_eq!(r.get::<_, i16>(24), 5);
+        assert_eq!(r.get::<_, i64>(25), dg.received_us);
+    }
+    // The explicit edge values, read back by PostgreSQL's own text forms.
+    let edge: Vec<(String, String)> = c
+        .query("SELECT flow_start AT TIME ZONE 'UTC' || '', src_addr::text FROM rt.flows ORDER BY received_at, flow_start LIMIT 3", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(edge[0].0, "1969-12-31 23:59:59.999");
+    assert!(c
+        .query_one(
+            "SELECT count(*) FROM rt.flows WHERE flow_start = '2000-01-01 00:00:00+00'",
+            &[]
+        )
+        .map(|r| r.get::<_, i64>(0) == 1)
+        .unwrap());
+    let wrapped: i64 = c
+        .query_one(
+            "SELECT (extract(epoch FROM flow_end - flow_start) * 1000)::int8 FROM rt.flows WHERE host(exporter) = '192.0.2.1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(wrapped, 1600, "first before the uptime wrap, last after it");
+    let max_row: (i64, i64) = c
+        .query_one("SELECT max(packets), max(bytes) FROM rt.flows", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(max_row, (i64::from(u32::MAX), i64::from(u32::MAX)));
+}
