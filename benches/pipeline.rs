@@ -1,1 +1,286 @@
-fn main() {}
+//! Hot-path benchmarks: v5 decode (ours next to the `netflow_parser` crate), binary COPY
+//! encoding, and the shard → writer hand-off.
+//!
+//! Run briefly with
+//! `cargo bench --bench pipeline -- --warm-up-time 1 --measurement-time 3`.
+
+use std::hint::black_box;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use netflow_parser::{NetflowPacket, NetflowParser};
+use nfpg::batch::{v4_to_u128, DatagramMeta, FlowBatch, MAX_FLOWS_PER_DATAGRAM};
+use nfpg::pipeline::Handoff;
+
+/// Flows per batch, as `BATCH_SIZE` defaults to in the collector.
+const BATCH_FLOWS: usize = 8192;
+
+/// xorshift32: varied but reproducible field values.
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+}
+
+/// A v5 datagram of `count` records with varied addresses, ports, counters and times.
+fn synthetic_datagram(rng: &mut Rng, sequence: u32, count: u16) -> Vec<u8> {
+    let uptime: u32 = 3_600_000 + rng.next() % 1_000_000;
+    let unix_secs: u32 = 1_700_000_000 + rng.next() % 86_400;
+    let unix_nsecs: u32 = rng.next() % 1_000_000_000;
+    let mut d = Vec::with_capacity(24 + 48 * usize::from(count));
+    d.extend_from_slice(&5u16.to_be_bytes());
+    d.extend_from_slice(&count.to_be_bytes());
+    d.extend_from_slice(&uptime.to_be_bytes());
+    d.extend_from_slice(&unix_secs.to_be_bytes());
+    d.extend_from_slice(&unix_nsecs.to_be_bytes());
+    d.extend_from_slice(&sequence.to_be_bytes());
+    d.extend_from_slice(&[0, (sequence % 4) as u8]);
+    d.extend_from_slice(&0u16.to_be_bytes());
+    for _ in 0..count {
+        let r = rng.next();
+        d.extend_from_slice(&(0x0a00_0000 | (r & 0x00ff_ffff)).to_be_bytes());
+        d.extend_from_slice(&(0xc000_0200 | (rng.next() & 0xff)).to_be_bytes());
+        d.extend_from_slice(&(0x0a00_0001u32).to_be_bytes());
+        d.extend_from_slice(&((r % 16) as u16 + 1).to_be_bytes());
+        d.extend_from_slice(&((r % 8) as u16 + 1).to_be_bytes());
+        let packets = 1 + rng.next() % 1000;
+        d.extend_from_slice(&packets.to_be_bytes());
+        d.extend_from_slice(&(packets * (40 + rng.next() % 1400)).to_be_bytes());
+        // Some flows started before the exporter's uptime wrapped (first > sys_uptime).
+        let first = uptime.wrapping_sub(rng.next() % 120_000);
+        let last = first.wrapping_add(rng.next() % 60_000);
+        d.extend_from_slice(&first.to_be_bytes());
+        d.extend_from_slice(&last.to_be_bytes());
+        d.extend_from_slice(&((1024 + rng.next() % 60_000) as u16).to_be_bytes());
+        d.extend_from_slice(&[80u16, 443, 53, 22, 123][(r % 5) as usize].to_be_bytes());
+        let proto = [6u8, 17, 6, 1][(r >> 8) as usize % 4];
+        d.extend_from_slice(&[0, (rng.next() & 0x3f) as u8, proto, (r >> 16) as u8 & 0xfc]);
+        d.extend_from_slice(&((rng.next() % 65_000) as u16).to_be_bytes());
+        d.extend_from_slice(&((rng.next() % 65_000) as u16).to_be_bytes());
+        d.extend_from_slice(&[8 + (r % 25) as u8, 8 + (r >> 5) as u8 % 25, 0, 0]);
+    }
+    d
+}
+
+/// 256 synthetic datagrams of 30 records plus the 23 of the softflowd capture.
+fn datagrams() -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x9e37_79b9);
+    let mut out: Vec<Vec<u8>> = (0..256)
+        .map(|i| synthetic_datagram(&mut rng, i * 30, MAX_FLOWS_PER_DATAGRAM as u16))
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/softflowd-v5.pcap"
+    );
+    let file = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let real = nfpg::pcap::udp_packets(&file).expect("parse the softflowd capture");
+    assert_eq!(real.len(), 23, "datagrams in {path}");
+    out.extend(real.into_iter().map(|p| p.payload));
+    out
+}
+
+fn meta_for(i: usize) -> DatagramMeta {
+    DatagramMeta {
+        exporter: v4_to_u128(0x7f00_0002 + (i % 4) as u32),
+        received_us: 1_700_000_000_000_000 + i as i64,
+    }
+}
+
+/// Decodes every datagram with our decoder; returns flows decoded.
+fn decode_all(dgs: &[Vec<u8>], metas: &[DatagramMeta], batch: &mut FlowBatch) -> u64 {
+    let mut flows = 0u64;
+    for (d, meta) in dgs.iter().zip(metas) {
+        if !batch.has_room_for(MAX_FLOWS_PER_DATAGRAM) {
+            batch.clear();
+        }
+        match nfpg::v5::decode(d, meta, batch) {
+            Ok(n) => flows += u64::from(n),
+            Err(e) => panic!("nfpg rejected a valid datagram: {e}"),
+        }
+    }
+    flows
+}
+
+/// Flows `netflow_parser` decoded from one datagram.
+fn netflow_parser_flows(parser: &mut NetflowParser, d: &[u8]) -> u64 {
+    let r = parser.parse_bytes(d);
+    assert!(r.error.is_none(), "netflow_parser: {:?}", r.error);
+    r.packets
+        .iter()
+        .map(|p| match p {
+            NetflowPacket::V5(v5) => v5.flowsets.len() as u64,
+            other => panic!("netflow_parser: not v5: {other:?}"),
+        })
+        .sum()
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let dgs = datagrams();
+    let metas: Vec<DatagramMeta> = (0..dgs.len()).map(meta_for).collect();
+    let expected: u64 = dgs
+        .iter()
+        .map(|d| u64::from(u16::from_be_bytes([d[2], d[3]])))
+        .sum();
+
+    // Both decoders must decode every record before their speeds are compared.
+    let mut batch = FlowBatch::with_capacity(BATCH_FLOWS);
+    assert_eq!(decode_all(&dgs, &metas, &mut batch), expected);
+    let mut parser = NetflowParser::default();
+    let theirs: u64 = dgs
+        .iter()
+        .map(|d| netflow_parser_flows(&mut parser, d))
+        .sum();
+    assert_eq!(theirs, expected, "netflow_parser flows");
+
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(expected));
+    g.bench_function("nfpg", |b| {
+        let mut batch = FlowBatch::with_capacity(BATCH_FLOWS);
+        b.iter(|| black_box(decode_all(black_box(&dgs), &metas, &mut batch)));
+    });
+    // netflow_parser keeps template state per parser (for v9/IPFIX): one parser, made once.
+    g.bench_function("netflow_parser", |b| {
+        let mut parser = NetflowParser::default();
+        b.iter(|| {
+            for d in black_box(&dgs) {
+                let r = parser.parse_bytes(d);
+                black_box(&r);
+            }
+        });
+    });
+    // Its iterator API, which skips the Vec of packets per call.
+    g.bench_function("netflow_parser_iter", |b| {
+        let mut parser = NetflowParser::default();
+        b.iter(|| {
+            for d in black_box(&dgs) {
+                for p in parser.iter_packets(d) {
+                    black_box(p.is_ok());
+                    drop(black_box(p));
+                }
+            }
+        });
+    });
+    g.finish();
+}
+
+fn bench_copy_encode(c: &mut Criterion) {
+    let dgs = datagrams();
+    let mut batch = FlowBatch::with_capacity(BATCH_FLOWS);
+    let mut i = 0usize;
+    while batch.has_room_for(MAX_FLOWS_PER_DATAGRAM) {
+        let d = &dgs[i % 256]; // the synthetic ones, all 30 records
+        nfpg::v5::decode(d, &meta_for(i), &mut batch).expect("decode");
+        i += 1;
+    }
+    let rows = batch.len() as u64;
+    let mut out = Vec::new();
+    nfpg::copy::encode_rows(&batch, &mut out);
+    let bytes = out.len() as u64;
+    println!(
+        "copy_encode: {rows} rows, {bytes} bytes ({} bytes/row)",
+        bytes / rows
+    );
+
+    let mut g = c.benchmark_group("copy_encode");
+    g.sample_size(50);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("bytes", |b| {
+        b.iter(|| {
+            out.clear();
+            nfpg::copy::encode_rows(black_box(&batch), &mut out);
+            black_box(out.len())
+        });
+    });
+    g.throughput(Throughput::Elements(rows));
+    g.bench_function("rows", |b| {
+        b.iter(|| {
+            out.clear();
+            nfpg::copy::encode_rows(black_box(&batch), &mut out);
+            black_box(out.len())
+        });
+    });
+    g.finish();
+}
+
+/// Spins (yielding: the machine may have few cores) until `f` succeeds.
+fn spin<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn bench_handoff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("handoff");
+    g.throughput(Throughput::Elements(1));
+
+    g.bench_function("single_thread", |b| {
+        let h = Handoff::new(64, 64 + 3, BATCH_FLOWS);
+        b.iter(|| {
+            let batch = h.take_empty().expect("pool has a batch");
+            h.push_full(batch).expect("queue has room");
+            let batch = h.pop_full().expect("queued batch");
+            h.give_back(batch);
+        });
+    });
+
+    // The shard (this thread) produces, a writer thread (started once, spinning) consumes;
+    // the time is from the first take to the last give-back of `iters` batches.
+    g.bench_function("two_threads", |b| {
+        let h = Arc::new(Handoff::new(64, 64 + 3, BATCH_FLOWS));
+        let consumed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let consumer = {
+            let (h, consumed, done) = (h.clone(), consumed.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Relaxed) {
+                    match h.pop_full() {
+                        Some(batch) => {
+                            h.give_back(batch);
+                            consumed.fetch_add(1, Release);
+                        }
+                        None => std::thread::yield_now(),
+                    }
+                }
+            })
+        };
+        b.iter_custom(|iters| {
+            let target = consumed.load(Acquire) + iters;
+            let start = Instant::now();
+            for _ in 0..iters {
+                let mut batch = spin(|| h.take_empty());
+                batch.opened_at = Some(start);
+                let mut slot = Some(batch);
+                spin(|| match h.push_full(slot.take().expect("batch")) {
+                    Ok(()) => Some(()),
+                    Err(back) => {
+                        slot = Some(back);
+                        None
+                    }
+                });
+            }
+            spin(|| (consumed.load(Acquire) >= target).then_some(()));
+            start.elapsed()
+        });
+        done.store(true, Relaxed);
+        consumer.join().expect("consumer thread");
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_copy_encode, bench_handoff);
+criterion_main!(benches);

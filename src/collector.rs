@@ -257,7 +257,7 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
 
     let handoff = Arc::new(Handoff::new(
         args.queue_depth,
-        args.queue_depth + shards * 2 + writers * 64,
+        args.queue_depth + shards * 2 + writers * writer::MAX_BATCHES_PER_COPY,
         args.batch_size,
     ));
     let counters = Counters::new(shards, writers);

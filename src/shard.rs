@@ -26,6 +26,8 @@ use crate::v5::{self, DecodeError, Reason};
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Longest a receive call blocks, so stop requests are seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often the shard re-reads its socket's drop count from /proc.
+const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// On stop, how long a shard keeps draining a socket that is still being sent to.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Malformed samples per exporter: burst, then one per `SAMPLE_REFILL`.
@@ -228,6 +230,7 @@ pub fn run(
         id: cfg.id,
     };
     let mut drain_until: Option<Instant> = None;
+    let mut last_drop_check = Instant::now();
     loop {
         let stopping = stop.load(Relaxed);
         if stopping && drain_until.is_none() {
@@ -258,6 +261,10 @@ pub fn run(
                 std::thread::sleep(MAX_WAIT);
             }
         }
+        if now.duration_since(last_drop_check) >= DROP_CHECK_EVERY {
+            rx.refresh_kernel_drops();
+            last_drop_check = now;
+        }
         st.flush_counters(rx.as_ref());
         if st
             .batch
@@ -270,6 +277,7 @@ pub fn run(
     }
     let now = Instant::now();
     st.seal(now);
+    rx.refresh_kernel_drops();
     st.flush_counters(rx.as_ref());
     st.maybe_log(now + LOG_EVERY);
     // Return the batch we still hold to the pool so the writers can finish cleanly.

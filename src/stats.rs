@@ -83,7 +83,7 @@ impl Counters {
             s.rows_dropped += c.rows_dropped.load(Relaxed);
             s.malformed_samples_written += c.samples_written.load(Relaxed);
         }
-        s.udp_rcvbuf_errors = udp_rcvbuf_errors();
+        s.udp_rcvbuf_errors = crate::recv::socket::udp_rcvbuf_errors();
         s
     }
 }
@@ -144,14 +144,4 @@ pub struct Snapshot {
     pub rows_dropped: u64,
     pub malformed_samples_written: u64,
     pub shards: Vec<ShardSnapshot>,
-}
-
-/// `Udp: … RcvbufErrors` from /proc/net/snmp.
-pub fn udp_rcvbuf_errors() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
-    let names = lines.next()?;
-    let values = lines.next()?;
-    let idx = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
-    values.split_whitespace().nth(idx)?.parse().ok()
 }

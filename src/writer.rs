@@ -25,6 +25,8 @@ use crate::exporters::ExporterTable;
 use crate::pipeline::{Batch, Handoff};
 use crate::stats::WriterCounters;
 
+/// Most batches one writer takes from the queue for one COPY (the pool is sized for it).
+pub const MAX_BATCHES_PER_COPY: usize = 16;
 /// Attempts for an error that is not a lost connection before the rows are dropped.
 const MAX_ATTEMPTS: u32 = 5;
 /// How long a writer keeps retrying a lost database after stop was requested.
@@ -185,7 +187,7 @@ pub fn run(
     exporters: Arc<Mutex<ExporterTable>>,
     shards_done: Arc<AtomicBool>,
 ) {
-    let mut batches: Vec<Batch> = Vec::with_capacity(64);
+    let mut batches: Vec<Batch> = Vec::with_capacity(MAX_BATCHES_PER_COPY);
     let mut buf: Vec<u8> = Vec::with_capacity(cfg.max_rows.min(1 << 20) * copy::MAX_ROW_BYTES / 2);
     loop {
         let mut rows = 0;

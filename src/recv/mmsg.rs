@@ -184,6 +184,12 @@ impl Receiver for MmsgReceiver {
         self.drops
     }
 
+    fn refresh_kernel_drops(&mut self) {
+        if let Some(d) = super::socket::udp_drops_for_socket(&self.socket) {
+            self.drops = Some(self.drops.map_or(d, |c| c.max(d)));
+        }
+    }
+
     fn name(&self) -> &'static str {
         "mmsg"
     }

@@ -67,6 +67,11 @@ pub trait Receiver: Send {
     /// (a running total since the socket was opened), when the backend can tell.
     fn kernel_drops(&self) -> Option<u64>;
 
+    /// Re-reads the socket's drop count from /proc/net/udp. SO_RXQ_OVFL only reports drops
+    /// with the next datagram that arrives, so drops after the last one would stay unseen;
+    /// the shard calls this about once a second and when it stops.
+    fn refresh_kernel_drops(&mut self);
+
     /// Short name for logs and metrics ("uring", "mmsg").
     fn name(&self) -> &'static str;
 }

@@ -591,6 +591,12 @@ impl Receiver for UringReceiver {
         self.drops
     }
 
+    fn refresh_kernel_drops(&mut self) {
+        if let Some(d) = super::socket::udp_drops_for_socket(&self.socket) {
+            self.drops = Some(self.drops.map_or(d, |c| c.max(d)));
+        }
+    }
+
     fn name(&self) -> &'static str {
         "uring"
     }
