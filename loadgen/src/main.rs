@@ -249,11 +249,13 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
             .map(|e| {
                 (
                     e.address.clone(),
+                    // What the exporter generated: a datagram dropped on purpose stands for
+                    // one lost on the way, so it counts as sent-and-lost here.
                     send::Totals {
-                        datagrams: e.datagrams,
-                        flows: e.flows,
-                        packets: e.packets,
-                        bytes: e.bytes,
+                        datagrams: e.datagrams + e.dropped_on_purpose.datagrams,
+                        flows: e.flows + e.dropped_on_purpose.flows,
+                        packets: e.packets + e.dropped_on_purpose.packets,
+                        bytes: e.bytes + e.dropped_on_purpose.bytes,
                     },
                 )
             })

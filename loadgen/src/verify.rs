@@ -1,4 +1,6 @@
-//! `--verify`: compares what was sent with what the collector stored in PostgreSQL.
+//! `--verify`: compares what was generated (sent, plus datagrams dropped on purpose with
+//! `--drop-every`, which stand for datagrams lost on the way) with what the collector stored
+//! in PostgreSQL. A run with deliberate drops therefore reports exactly those flows as lost.
 //!
 //! Owns the connection, the polling loop (wait until the stored totals equal the sent ones,
 //! stop changing, or the timeout passes) and the per-exporter comparison. It receives the
@@ -60,7 +62,8 @@ pub struct VerifyReport {
     pub schema: String,
     pub sent: Counts,
     pub stored: Counts,
-    /// sent − stored; negative means more rows than sent (duplicates or another source).
+    /// generated − stored; negative means more rows than generated (duplicates or another
+    /// source).
     pub lost: Counts,
     pub mismatches: Vec<Mismatch>,
     pub polls: u32,
