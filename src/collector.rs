@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use crate::config::{Balance, DbTarget, RunArgs, SinkKind};
 use crate::db::{self, Schema};
 use crate::exporters::ExporterTable;
+use crate::latency::{Latency, Stage};
 use crate::pgserver::PgServer;
 use crate::pipeline::Handoff;
 use crate::recv::{self, socket};
@@ -90,16 +91,17 @@ pub fn flush_exporters(
     let ver: Vec<i16> = deltas.iter().map(|d| d.version).collect();
     let si: Vec<i32> = deltas.iter().map(|d| d.sampling_interval).collect();
     let sm: Vec<i16> = deltas.iter().map(|d| d.sampling_mode).collect();
+    let rate: Vec<f64> = deltas.iter().map(|d| d.datagrams_per_s).collect();
     let sql = schema.render(
         "INSERT INTO {schema}.exporters AS e (exporter, engine_type, engine_id, first_seen, last_seen,
              datagrams, flows, packets, bytes, flows_lost, restarts, last_sequence,
-             netflow_version, sampling_interval, sampling_mode)
+             netflow_version, sampling_interval, sampling_mode, datagrams_per_s)
          SELECT a, t, i, to_timestamp(fs::float8 / 1e6), to_timestamp(ls::float8 / 1e6),
-                dg, fl, pk, by, lo, rs, sq, v, si, sm
+                dg, fl, pk, by, lo, rs, sq, v, si, sm, r
          FROM unnest($1::inet[], $2::int2[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
                      $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
-                     $13::int2[], $14::int4[], $15::int2[])
-              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm)
+                     $13::int2[], $14::int4[], $15::int2[], $16::float8[])
+              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r)
          ON CONFLICT (exporter, engine_type, engine_id) DO UPDATE SET
              first_seen = least(e.first_seen, excluded.first_seen),
              last_seen = greatest(e.last_seen, excluded.last_seen),
@@ -112,7 +114,8 @@ pub fn flush_exporters(
              last_sequence = excluded.last_sequence,
              netflow_version = excluded.netflow_version,
              sampling_interval = excluded.sampling_interval,
-             sampling_mode = excluded.sampling_mode",
+             sampling_mode = excluded.sampling_mode,
+             datagrams_per_s = excluded.datagrams_per_s",
     );
     let result = client.execute(
         &sql,
@@ -132,6 +135,7 @@ pub fn flush_exporters(
             &ver,
             &si,
             &sm,
+            &rate,
         ],
     );
     match result {
@@ -202,9 +206,71 @@ fn log_stats(s: &Snapshot, prev: &Snapshot, elapsed: Duration, depth_cap: usize)
     );
 }
 
-/// Runs the collector until `stop` is set (the caller wires SIGTERM/SIGINT to it). Returns
-/// the final statistics.
-pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
+/// Flags the signal handlers set.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// SIGTERM, SIGINT: stop in order.
+    pub stop: Arc<AtomicBool>,
+    /// SIGUSR1: log the latency percentiles now.
+    pub report: Arc<AtomicBool>,
+}
+
+/// The `--hist-log` writer: an HdrHistogram interval log, one histogram per stage per
+/// interval, tagged with the stage name.
+struct HistLog {
+    file: std::io::BufWriter<std::fs::File>,
+    serializer: hdrhistogram::serialization::V2DeflateSerializer,
+    started: std::time::SystemTime,
+    header_written: bool,
+}
+
+impl HistLog {
+    fn create(path: &std::path::Path) -> Result<Self> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self {
+            file: std::io::BufWriter::new(file),
+            serializer: hdrhistogram::serialization::V2DeflateSerializer::new(),
+            started: std::time::SystemTime::now(),
+            header_written: false,
+        })
+    }
+
+    /// Appends one interval (`start` and `length` relative to the log's start time).
+    fn write(
+        &mut self,
+        hists: &[hdrhistogram::Histogram<u64>],
+        start: Duration,
+        length: Duration,
+    ) -> Result<()> {
+        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+        use std::io::Write;
+        let mut builder = IntervalLogWriterBuilder::new();
+        if !self.header_written {
+            builder
+                .add_comment(
+                    "nfpg latency histograms: values in microseconds (batch_fill: flows per batch)",
+                )
+                .with_start_time(self.started)
+                .with_base_time(self.started)
+                .with_max_value_divisor(1000.0);
+            self.header_written = true;
+        }
+        let mut w = builder.begin_log_with(&mut self.file, &mut self.serializer)?;
+        for stage in Stage::ALL {
+            let h = &hists[stage as usize];
+            w.write_histogram(h, start, length, Tag::new(stage.tag()))
+                .map_err(|e| anyhow::anyhow!("writing the histogram log: {e:?}"))?;
+        }
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// Runs the collector until `signals.stop` is set (the caller wires SIGTERM/SIGINT to it).
+/// Returns the final statistics.
+pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
+    let stop = signals.stop.clone();
     let schema = Schema::new(&args.db.schema)?;
     let database = match args.sink {
         SinkKind::Pg => {
@@ -261,6 +327,9 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
         args.batch_size,
     ));
     let counters = Counters::new(shards, writers);
+    let mut latency = Latency::new();
+    let latency_now = Arc::new(Mutex::new(latency.summary()));
+    let mut hist_log = args.hist_log.as_deref().map(HistLog::create).transpose()?;
     let exporters = Arc::new(Mutex::new(ExporterTable::default()));
     let shards_stop = Arc::new(AtomicBool::new(false));
     let shards_done = Arc::new(AtomicBool::new(false));
@@ -283,6 +352,7 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
         );
         let cfg = WriterConfig {
             id,
+            recorders: latency.recorders(),
             max_rows: args.copy_rows.max(1),
         };
         writer_threads.push(
@@ -311,6 +381,7 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
     for (id, rx) in receivers.into_iter().enumerate() {
         let cfg = ShardConfig {
             id,
+            recorders: latency.recorders(),
             flush_interval: args.flush_interval(),
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
         };
@@ -326,14 +397,51 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
         );
     }
 
+    if let Some(addr) = args.metrics {
+        let local = crate::metrics::serve(
+            addr,
+            crate::metrics::Sources {
+                counters: counters.clone(),
+                handoff: handoff.clone(),
+                exporters: exporters.clone(),
+                latency: latency_now.clone(),
+            },
+        )?;
+        tracing::info!("metrics on http://{local}/metrics");
+    }
     let started = Instant::now();
     let mut prev = counters.snapshot(0);
     let mut last_stats = Instant::now();
+    let mut interval_start = Instant::now();
+    // Collects one histogram interval: into the totals, and into the log when there is one.
+    let mut collect =
+        |latency: &mut Latency, interval_start: &mut Instant, wait: Duration| -> Result<()> {
+            let hists = latency.interval(wait);
+            *latency_now.lock().unwrap_or_else(|p| p.into_inner()) = latency.summary();
+            let now = Instant::now();
+            if let Some(log) = hist_log.as_mut() {
+                log.write(
+                    &hists,
+                    interval_start.duration_since(started),
+                    now.duration_since(*interval_start),
+                )?;
+            }
+            *interval_start = now;
+            Ok(())
+        };
     while !stop.load(Relaxed) {
         thread::sleep(Duration::from_millis(50));
+        if interval_start.elapsed() >= args.hist_interval() {
+            collect(&mut latency, &mut interval_start, Duration::from_millis(20))?;
+        }
+        if signals.report.swap(false, Relaxed) {
+            collect(&mut latency, &mut interval_start, Duration::from_millis(20))?;
+            tracing::info!("latency: {}", latency.summary().line());
+        }
         if last_stats.elapsed() >= args.stats_interval() {
             let s = counters.snapshot(handoff.depth());
             log_stats(&s, &prev, last_stats.elapsed(), handoff.depth_capacity());
+            tracing::info!("latency: {}", latency.summary().line());
             prev = s;
             last_stats = Instant::now();
         }
@@ -372,8 +480,12 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Snapshot> {
             tracing::error!("final update of the exporters table failed: {e:#}");
         }
     }
-    let s = counters.snapshot(handoff.depth());
+    // Every recorder has been dropped with its thread; this interval holds the rest.
+    collect(&mut latency, &mut interval_start, Duration::ZERO)?;
+    let mut s = counters.snapshot(handoff.depth());
+    s.latency = latency.summary();
     log_stats(&s, &prev, last_stats.elapsed(), handoff.depth_capacity());
+    tracing::info!("latency: {}", s.latency.line());
     tracing::info!(
         "stopped after {:.1}s: {} datagrams, {} flows decoded, {} rows written, {} malformed",
         started.elapsed().as_secs_f64(),

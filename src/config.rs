@@ -43,6 +43,22 @@ pub enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Print the exporters table: per exporter flows, loss from sequence numbers, rate, last seen.
+    Exporters {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print percentile tables from a --hist-log file; optionally draw latency by percentile.
+    Hist {
+        /// The interval log written by `nfpg run --hist-log`.
+        file: PathBuf,
+        /// Write an SVG plot of latency by percentile here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Title of the plot.
+        #[arg(long, default_value = "nfpg latency by percentile")]
+        title: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -209,6 +225,16 @@ pub struct RunArgs {
     /// record, store it, exit.
     #[arg(short, long)]
     pub test: bool,
+    /// Append per-stage latency histograms to this HdrHistogram interval log (V2, deflate;
+    /// readable by `nfpg hist` and HdrHistogram's HistogramLogProcessor; values in µs).
+    #[arg(long, env = "NFPG_HIST_LOG")]
+    pub hist_log: Option<PathBuf>,
+    /// Seconds per histogram interval.
+    #[arg(long, env = "NFPG_HIST_INTERVAL", default_value_t = 10.0)]
+    pub hist_interval: f64,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9108); off by default.
+    #[arg(long, env = "NFPG_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Write the final statistics as JSON to this file at exit (they are always printed to
     /// stdout).
     #[arg(long, env = "NFPG_SUMMARY_FILE")]
@@ -225,6 +251,9 @@ impl RunArgs {
     }
     pub fn stats_interval(&self) -> Duration {
         secs(self.stats_interval, 30.0)
+    }
+    pub fn hist_interval(&self) -> Duration {
+        secs(self.hist_interval, 10.0)
     }
     pub fn exporter_interval(&self) -> Duration {
         secs(self.exporter_interval, 5.0)

@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_queries",
         include_str!("../migrations/0005_queries.sql"),
     ),
+    (
+        "0006_exporter_rate",
+        include_str!("../migrations/0006_exporter_rate.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII).
@@ -201,6 +205,24 @@ mod tests {
         }
         let s = Schema::new("nf").unwrap();
         assert_eq!(s.render("{schema}.t {schema_literal}"), "\"nf\".t 'nf'");
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".sql")
+                    .to_string()
+            })
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = MIGRATIONS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, embedded);
     }
 
     #[test]

@@ -48,10 +48,24 @@ impl Epoch {
     }
 }
 
+/// Epochs kept per exporter, so datagrams of the epoch before a restart that arrive late
+/// (reordered over shards and writers) still land in their own epoch.
+const EPOCHS_KEPT: usize = 4;
+
+/// Whether two boot-time estimates belong to the same exporter run: equal within
+/// [`RESTART_JUMP_MS`], or one uptime wrap (2³² ms) apart.
+fn same_boot(a: i64, b: i64) -> bool {
+    let d = b - a;
+    d.abs() <= RESTART_JUMP_MS
+        || (d - UPTIME_WRAP_MS).abs() <= RESTART_JUMP_MS
+        || (d + UPTIME_WRAP_MS).abs() <= RESTART_JUMP_MS
+}
+
 /// Sequence-number loss accounting for one exporter.
 #[derive(Clone, Debug, Default)]
 pub struct SequenceTracker {
-    epoch: Option<Epoch>,
+    /// The most recent epochs, oldest first.
+    epochs: Vec<Epoch>,
     lost_in_closed_epochs: i64,
     restarts: u64,
     last_sequence: u32,
@@ -61,39 +75,44 @@ impl SequenceTracker {
     pub fn observe(&mut self, sequence: u32, count: u16, boot_ms: i64) {
         let count = i64::from(count);
         self.last_sequence = sequence;
-        if let Some(e) = &mut self.epoch {
-            let jump = boot_ms - e.boot_ms;
-            if jump > RESTART_JUMP_MS && (jump - UPTIME_WRAP_MS).abs() > RESTART_JUMP_MS {
-                self.lost_in_closed_epochs += e.lost();
-                self.restarts += 1;
-                self.epoch = None;
-            } else if (jump - UPTIME_WRAP_MS).abs() <= RESTART_JUMP_MS {
-                e.boot_ms = boot_ms;
-            }
-        }
-        match &mut self.epoch {
+        let found = self
+            .epochs
+            .iter()
+            .rposition(|e| same_boot(e.boot_ms, boot_ms));
+        let e = match found {
+            Some(i) => &mut self.epochs[i],
             None => {
-                self.epoch = Some(Epoch {
-                    lo: SEQ_BASE + i64::from(sequence),
-                    hi: SEQ_BASE + i64::from(sequence) + count,
+                if !self.epochs.is_empty() {
+                    self.restarts += 1;
+                }
+                if self.epochs.len() == EPOCHS_KEPT {
+                    let oldest = self.epochs.remove(0);
+                    self.lost_in_closed_epochs += oldest.lost();
+                }
+                let start = SEQ_BASE + i64::from(sequence);
+                self.epochs.push(Epoch {
+                    lo: start,
+                    hi: start + count,
                     received: count,
                     boot_ms,
                 });
+                return;
             }
-            Some(e) => {
-                // Signed distance from the highest sequence seen, modulo 2³².
-                let delta = i64::from(sequence.wrapping_sub(e.hi as u32) as i32);
-                let start = e.hi + delta;
-                e.lo = e.lo.min(start);
-                e.hi = e.hi.max(start + count);
-                e.received += count;
-            }
+        };
+        if boot_ms - e.boot_ms > RESTART_JUMP_MS {
+            e.boot_ms = boot_ms; // the uptime counter wrapped
         }
+        // Signed distance from the highest sequence seen, modulo 2³².
+        let delta = i64::from(sequence.wrapping_sub(e.hi as u32) as i32);
+        let start = e.hi + delta;
+        e.lo = e.lo.min(start);
+        e.hi = e.hi.max(start + count);
+        e.received += count;
     }
 
     /// Flows lost so far, over all epochs.
     pub fn lost(&self) -> u64 {
-        (self.lost_in_closed_epochs + self.epoch.map_or(0, |e| e.lost())) as u64
+        (self.lost_in_closed_epochs + self.epochs.iter().map(Epoch::lost).sum::<i64>()) as u64
     }
 
     pub fn restarts(&self) -> u64 {
@@ -116,6 +135,8 @@ pub struct ExporterStats {
     pub sequence: SequenceTracker,
     /// The figures already written to the database (deltas are written).
     flushed: Flushed,
+    /// The datagram rate last written, so a silent exporter's rate is written back to 0.
+    last_rate: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,11 +167,14 @@ pub struct ExporterDelta {
     pub version: i16,
     pub sampling_interval: i32,
     pub sampling_mode: i16,
+    /// Datagrams per second since the previous update.
+    pub datagrams_per_s: f64,
 }
 
 #[derive(Default)]
 pub struct ExporterTable {
     map: HashMap<ExporterKey, ExporterStats>,
+    last_take: Option<std::time::Instant>,
 }
 
 impl ExporterTable {
@@ -186,6 +210,10 @@ impl ExporterTable {
         self.map.len()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&ExporterKey, &ExporterStats)> {
+        self.map.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -193,6 +221,11 @@ impl ExporterTable {
     /// Changes since the last call, marked as written. If writing them fails, pass them to
     /// [`ExporterTable::unflush`] so the next call includes them again.
     pub fn take_deltas(&mut self) -> Vec<ExporterDelta> {
+        let now = std::time::Instant::now();
+        let secs = self
+            .last_take
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        self.last_take = Some(now);
         let mut out = Vec::new();
         for (k, s) in &mut self.map {
             let now = Flushed {
@@ -203,10 +236,16 @@ impl ExporterTable {
                 lost: s.sequence.lost(),
                 restarts: s.sequence.restarts(),
             };
-            if now == s.flushed {
+            let f = s.flushed;
+            let rate = if secs > 0.0 {
+                (now.datagrams - f.datagrams) as f64 / secs
+            } else {
+                0.0
+            };
+            if now == f && s.last_rate == 0.0 {
                 continue;
             }
-            let f = s.flushed;
+            s.last_rate = rate;
             out.push(ExporterDelta {
                 exporter: u128_to_addr(k.exporter),
                 engine_type: i16::from(k.engine_type),
@@ -223,6 +262,7 @@ impl ExporterTable {
                 version: i16::from(s.version),
                 sampling_interval: i32::from(s.sampling_interval),
                 sampling_mode: i16::from(s.sampling_mode),
+                datagrams_per_s: rate,
             });
             s.flushed = now;
         }
@@ -309,6 +349,19 @@ mod tests {
     }
 
     #[test]
+    fn late_datagrams_of_the_previous_epoch_are_not_loss() {
+        // Reordered across a restart: epoch-1 datagrams arrive after epoch 2 began.
+        let t = run(&[
+            (100, 10, 0),
+            (0, 10, 90_000),
+            (110, 10, 0),
+            (10, 10, 90_000),
+            (120, 10, 0),
+        ]);
+        assert_eq!((t.restarts(), t.lost()), (1, 0));
+    }
+
+    #[test]
     fn uptime_wrap_is_not_a_restart() {
         let wrap = 1i64 << 32;
         let t = run(&[(0, 30, 0), (30, 30, wrap + 3), (60, 30, wrap)]);
@@ -334,11 +387,20 @@ mod tests {
             (first[0].flows, first[0].lost, first[0].bytes),
             (60, 30, 1000)
         );
+        // Nothing changed: one more row only to write the rate back to 0, then nothing.
+        let idle = table.take_deltas();
+        assert!(idle
+            .iter()
+            .all(|d| d.flows == 0 && d.datagrams_per_s == 0.0));
         assert!(table.take_deltas().is_empty(), "nothing changed");
         table.observe(&d(30, 30), 5, 500);
         let second = table.take_deltas();
         assert_eq!((second[0].flows, second[0].lost), (30, -30));
         table.unflush(&second);
-        assert_eq!(table.take_deltas(), second);
+        let again = table.take_deltas();
+        assert_eq!(
+            (again[0].flows, again[0].lost),
+            (second[0].flows, second[0].lost)
+        );
     }
 }

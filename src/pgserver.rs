@@ -134,6 +134,17 @@ impl PgServer {
         if !server.data_dir().join("PG_VERSION").is_file() {
             server.initdb()?;
         }
+        if server.data_dir().join("postmaster.pid").is_file()
+            && server.pg_ctl(&["status"], None).is_ok()
+        {
+            // Another nfpg (a running collector, when this is `nfpg exporters`) started it:
+            // use it, and leave stopping it to its owner.
+            tracing::info!(
+                "using the private PostgreSQL already running in {}",
+                server.dir.display()
+            );
+            return Ok(server);
+        }
         fs::write(server.data_dir().join("nfpg.conf"), server.settings())?;
         server.give_to_postgres(&server.data_dir().join("nfpg.conf"))?;
         server

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_utils::CachePadded;
 
 use crate::batch::{addr_to_u128, DatagramMeta, MalformedSample, SAMPLE_BYTES};
+use crate::latency::{Recorders, Stage};
 use crate::pipeline::{Batch, Handoff};
 use crate::recv::{Datagram, Receiver};
 use crate::stats::ShardCounters;
@@ -38,6 +39,8 @@ const SAMPLER_MAX_EXPORTERS: usize = 16_384;
 
 pub struct ShardConfig {
     pub id: usize,
+    /// This thread's latency recorders.
+    pub recorders: Recorders,
     pub flush_interval: Duration,
     /// Pin the thread to this core.
     pub core: Option<core_affinity::CoreId>,
@@ -92,6 +95,7 @@ struct State<'a> {
     local: Local,
     last_log: Instant,
     id: usize,
+    recorders: Recorders,
 }
 
 impl State<'_> {
@@ -156,6 +160,11 @@ impl State<'_> {
         };
         let mut sealed = std::mem::replace(&mut self.batch, fresh);
         sealed.sealed_at = Some(now);
+        if let Some(opened) = sealed.opened_at {
+            self.recorders
+                .record_duration(Stage::ReceiveToSeal, now.saturating_duration_since(opened));
+        }
+        self.recorders.record(Stage::BatchFill, sealed.len() as u64);
         if self.handoff.push_full_wait(sealed) {
             self.counters.queue_full.fetch_add(1, Relaxed);
         }
@@ -228,6 +237,7 @@ pub fn run(
         local: Local::default(),
         last_log: Instant::now() - LOG_EVERY,
         id: cfg.id,
+        recorders: cfg.recorders,
     };
     let mut drain_until: Option<Instant> = None;
     let mut last_drop_check = Instant::now();

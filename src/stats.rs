@@ -39,6 +39,7 @@ pub struct WriterCounters {
 }
 
 /// All counters, shared between the threads that write them and the one that reports.
+#[derive(Clone)]
 pub struct Counters {
     pub shards: Vec<Arc<CachePadded<ShardCounters>>>,
     pub writers: Vec<Arc<CachePadded<WriterCounters>>>,
@@ -71,6 +72,7 @@ impl Counters {
             s.flows += shard.flows;
             s.kernel_drops += shard.kernel_drops;
             s.queue_full += shard.queue_full;
+            s.batches += c.batches.load(Relaxed);
             for r in Reason::ALL {
                 s.malformed.add(r, c.malformed[r as usize].load(Relaxed));
             }
@@ -136,6 +138,8 @@ pub struct Snapshot {
     /// System-wide UDP receive-buffer errors (/proc/net/snmp), all sockets of the host.
     pub udp_rcvbuf_errors: Option<u64>,
     pub queue_full: u64,
+    /// Batches sealed by the shards.
+    pub batches: u64,
     pub queue_depth: usize,
     pub rows_written: u64,
     pub copies: u64,
@@ -144,4 +148,6 @@ pub struct Snapshot {
     pub rows_dropped: u64,
     pub malformed_samples_written: u64,
     pub shards: Vec<ShardSnapshot>,
+    /// Percentiles per stage since start (filled in by the collector).
+    pub latency: crate::latency::LatencySummary,
 }

@@ -22,6 +22,7 @@ use postgres::Client;
 use crate::copy;
 use crate::db::{self, Schema};
 use crate::exporters::ExporterTable;
+use crate::latency::{Recorders, Stage};
 use crate::pipeline::{Batch, Handoff};
 use crate::stats::WriterCounters;
 
@@ -174,13 +175,15 @@ impl Sink for NullSink {
 
 pub struct WriterConfig {
     pub id: usize,
+    /// This thread's latency recorders.
+    pub recorders: Recorders,
     /// Most flows in one COPY.
     pub max_rows: usize,
 }
 
 /// Runs a writer until `shards_done` is set and the queue is empty.
 pub fn run(
-    cfg: WriterConfig,
+    mut cfg: WriterConfig,
     mut sink: Box<dyn Sink>,
     handoff: Arc<Handoff>,
     counters: Arc<CachePadded<WriterCounters>>,
@@ -194,6 +197,10 @@ pub fn run(
         while batches.len() < batches.capacity() && rows < cfg.max_rows {
             match handoff.pop_full() {
                 Some(b) => {
+                    if let Some(sealed) = b.sealed_at {
+                        cfg.recorders
+                            .record_duration(Stage::QueueWait, sealed.elapsed());
+                    }
                     rows += b.len();
                     batches.push(b);
                 }
@@ -214,7 +221,18 @@ pub fn run(
                 copy::encode_rows(b, &mut buf);
             }
             buf.extend_from_slice(copy::TRAILER);
+            let copy_started = Instant::now();
             if write_with_retry(sink.as_mut(), cfg.id, &buf, rows, &counters, &shards_done) {
+                cfg.recorders
+                    .record_duration(Stage::Copy, copy_started.elapsed());
+                let committed_us = unix_now_us();
+                for b in &batches {
+                    for d in &b.datagrams {
+                        let waited = (committed_us - d.received_us).max(1) as u64;
+                        cfg.recorders
+                            .record_n(Stage::EndToEnd, waited, u64::from(d.count));
+                    }
+                }
                 counters.rows_written.fetch_add(rows as u64, Relaxed);
                 counters
                     .batches_written
@@ -249,6 +267,12 @@ pub fn run(
             handoff.give_back(b);
         }
     }
+}
+
+fn unix_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Writes one COPY, retrying as described in the module doc. Returns whether it committed.

@@ -23,6 +23,8 @@ pub struct MmsgReceiver {
     _iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     drops: Option<u64>,
+    /// Reads the socket's drop count from /proc (see `refresh_kernel_drops`).
+    drop_reader: Option<super::socket::SocketDrops>,
 }
 
 // SAFETY: the raw pointers inside `iovecs`/`headers` point only into buffers this struct owns;
@@ -60,6 +62,7 @@ impl MmsgReceiver {
                 }
             })
             .collect();
+        let drop_reader = super::socket::SocketDrops::new(&socket);
         Ok(Self {
             socket,
             bufs,
@@ -68,6 +71,7 @@ impl MmsgReceiver {
             _iovecs: iovecs,
             headers,
             drops: None,
+            drop_reader,
         })
     }
 
@@ -185,7 +189,7 @@ impl Receiver for MmsgReceiver {
     }
 
     fn refresh_kernel_drops(&mut self) {
-        if let Some(d) = super::socket::udp_drops_for_socket(&self.socket) {
+        if let Some(d) = self.drop_reader.as_mut().and_then(|r| r.read()) {
             self.drops = Some(self.drops.map_or(d, |c| c.max(d)));
         }
     }

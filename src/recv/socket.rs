@@ -126,24 +126,49 @@ pub fn attach_spread_cbpf(socket: &UdpSocket, shards: u32) -> io::Result<()> {
 /// the `drops` column of /proc/net/udp or udp6 for the socket's inode: a running total that,
 /// unlike SO_RXQ_OVFL, does not wait for the next datagram to be read. None if not found.
 pub fn udp_drops_for_socket(socket: &UdpSocket) -> Option<u64> {
-    // SAFETY: libc::stat is plain old data; all-zero is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes one `stat` into a live local; the fd is open for `socket`'s life.
-    if unsafe { libc::fstat(socket.as_raw_fd(), &mut st) } != 0 {
-        return None;
-    }
-    let inode = st.st_ino.to_string();
-    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
-        let table = std::fs::read_to_string(path).ok()?;
-        table.lines().skip(1).find_map(|line| {
-            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.get(9) != Some(&inode.as_str()) {
-                return None;
-            }
-            fields.get(12)?.parse().ok()
+    SocketDrops::new(socket)?.read()
+}
+
+/// Reads one socket's `drops` column from /proc/net/udp (or udp6) without allocating after
+/// the first read: the inode is found once, the file is read into a buffer kept between
+/// calls, and lines are scanned in place. The shards call it about once a second.
+pub struct SocketDrops {
+    inode: u64,
+    buf: Vec<u8>,
+}
+
+impl SocketDrops {
+    pub fn new(socket: &UdpSocket) -> Option<Self> {
+        // SAFETY: libc::stat is plain old data; all-zero is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into a live local; the fd is open for `socket`'s life.
+        if unsafe { libc::fstat(socket.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        Some(Self {
+            inode: st.st_ino,
+            buf: Vec::with_capacity(64 * 1024),
         })
-    })
+    }
+
+    /// The kernel's drop count for the socket, if it is listed.
+    pub fn read(&mut self) -> Option<u64> {
+        use std::io::Read;
+        for path in ["/proc/net/udp", "/proc/net/udp6"] {
+            self.buf.clear();
+            let mut file = std::fs::File::open(path).ok()?;
+            file.read_to_end(&mut self.buf).ok()?;
+            let text = std::str::from_utf8(&self.buf).ok()?;
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            for line in text.lines().skip(1) {
+                let mut fields = line.split_ascii_whitespace();
+                if fields.nth(9).and_then(|f| f.parse::<u64>().ok()) == Some(self.inode) {
+                    return fields.nth(2)?.parse().ok();
+                }
+            }
+        }
+        None
+    }
 }
 
 /// `Udp: RcvbufErrors` from /proc/net/snmp: UDP datagrams this network namespace dropped

@@ -296,6 +296,8 @@ pub struct UringReceiver {
     /// The multishot receive is queued or running.
     armed: bool,
     drops: Option<u64>,
+    /// Reads the socket's drop count from /proc (see `refresh_kernel_drops`).
+    drop_reader: Option<super::socket::SocketDrops>,
     /// Times the multishot stopped because every buffer was out (ENOBUFS).
     exhausted: u64,
     /// An error from a completion, reported by the next `recv` (this one delivered data).
@@ -459,7 +461,9 @@ impl Parts {
     }
 
     pub(super) fn attach(self, socket: UdpSocket) -> UringReceiver {
+        let drop_reader = super::socket::SocketDrops::new(&socket);
         UringReceiver {
+            drop_reader,
             ring: self.ring,
             bufs: self.bufs,
             msghdr: MsgHdr::new(),
@@ -592,7 +596,7 @@ impl Receiver for UringReceiver {
     }
 
     fn refresh_kernel_drops(&mut self) {
-        if let Some(d) = super::socket::udp_drops_for_socket(&self.socket) {
+        if let Some(d) = self.drop_reader.as_mut().and_then(|r| r.read()) {
             self.drops = Some(self.drops.map_or(d, |c| c.max(d)));
         }
     }
