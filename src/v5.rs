@@ -166,31 +166,47 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut FlowBatch) -> Result
         export_ms,
         sequence: be32(data, 16),
     });
-    for r in data[HEADER_LEN..].chunks_exact(RECORD_LEN) {
-        batch.src_addr.push(v4_to_u128(be32(r, 0)));
-        batch.dst_addr.push(v4_to_u128(be32(r, 4)));
-        batch.next_hop.push(v4_to_u128(be32(r, 8)));
-        batch.input_if.push(u32::from(be16(r, 12)));
-        batch.output_if.push(u32::from(be16(r, 14)));
-        batch.packets.push(u64::from(be32(r, 16)));
-        batch.bytes.push(u64::from(be32(r, 20)));
-        batch
-            .flow_start_ms
-            .push(flow_time_ms(export_ms, sys_uptime, be32(r, 24)));
-        batch
-            .flow_end_ms
-            .push(flow_time_ms(export_ms, sys_uptime, be32(r, 28)));
-        batch.src_port.push(be16(r, 32));
-        batch.dst_port.push(be16(r, 34));
-        // r[36] is padding.
-        batch.tcp_flags.push(r[37]);
-        batch.protocol.push(r[38]);
-        batch.tos.push(r[39]);
-        batch.src_as.push(u32::from(be16(r, 40)));
-        batch.dst_as.push(u32::from(be16(r, 42)));
-        batch.src_mask.push(r[44]);
-        batch.dst_mask.push(r[45]);
-    }
+    // Column by column: each pass is a tight loop over at most 30 records that are already
+    // in L1, and `extend` from an exact-size iterator checks capacity once per column rather
+    // than once per value (18 columns × 30 pushes per datagram otherwise).
+    let recs = || {
+        data[HEADER_LEN..]
+            .chunks_exact(RECORD_LEN)
+            .map(|r| -> &[u8; RECORD_LEN] { r.try_into().unwrap_or(&[0; RECORD_LEN]) })
+    };
+    batch
+        .src_addr
+        .extend(recs().map(|r| v4_to_u128(be32(r, 0))));
+    batch
+        .dst_addr
+        .extend(recs().map(|r| v4_to_u128(be32(r, 4))));
+    batch
+        .next_hop
+        .extend(recs().map(|r| v4_to_u128(be32(r, 8))));
+    batch
+        .input_if
+        .extend(recs().map(|r| u32::from(be16(r, 12))));
+    batch
+        .output_if
+        .extend(recs().map(|r| u32::from(be16(r, 14))));
+    batch.packets.extend(recs().map(|r| u64::from(be32(r, 16))));
+    batch.bytes.extend(recs().map(|r| u64::from(be32(r, 20))));
+    batch
+        .flow_start_ms
+        .extend(recs().map(|r| flow_time_ms(export_ms, sys_uptime, be32(r, 24))));
+    batch
+        .flow_end_ms
+        .extend(recs().map(|r| flow_time_ms(export_ms, sys_uptime, be32(r, 28))));
+    batch.src_port.extend(recs().map(|r| be16(r, 32)));
+    batch.dst_port.extend(recs().map(|r| be16(r, 34)));
+    // r[36] is padding.
+    batch.tcp_flags.extend(recs().map(|r| r[37]));
+    batch.protocol.extend(recs().map(|r| r[38]));
+    batch.tos.extend(recs().map(|r| r[39]));
+    batch.src_as.extend(recs().map(|r| u32::from(be16(r, 40))));
+    batch.dst_as.extend(recs().map(|r| u32::from(be16(r, 42))));
+    batch.src_mask.extend(recs().map(|r| r[44]));
+    batch.dst_mask.extend(recs().map(|r| r[45]));
     Ok(count)
 }
 
