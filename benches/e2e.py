@@ -310,6 +310,10 @@ class Nfpg:
         return summary
 
 
+def shard_split(summary: dict) -> str:
+    return " / ".join(fmt(int(sh.get("datagrams", 0))) for sh in summary.get("shards") or [])
+
+
 def latency(summary: dict, key: str = "end_to_end_us") -> dict | None:
     lat = summary.get("latency")
     if isinstance(lat, dict) and isinstance(lat.get(key), dict) and lat[key].get("count"):
@@ -335,6 +339,8 @@ class PgStep:
     malformed: int = 0
     sustained: float = 0
     lat: dict | None = None
+    stages: dict | None = None  # nfpg's summary "latency" object, when present
+    shards: str = ""  # datagrams per shard
     db: str = ""
     note: str = ""
 
@@ -367,12 +373,20 @@ def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -
         st.queue_full = int(summary.get("queue_full", 0))
         st.malformed = int((summary.get("malformed") or {}).get("total", 0))
         st.lat = latency(summary)
+        st.stages = summary.get("latency") if isinstance(summary.get("latency"), dict) else None
+        st.shards = shard_split(summary)
         st.sustained = st.stored_flows / max(st.elapsed + st.waited, 1e-9)
         if not st.verify_ok and st.lost_flows == 0:
             st.note = f"stored != sent ({v.get('mismatches')})"
         if source_limited(lg, rate):
             st.note = (st.note + "; " if st.note else "") + "load source below offered rate"
         steps.append(st)
+        # Keep only the database of the latest lossless step (for the COPY limit): disk.
+        for old in steps[:-1]:
+            if old.db and (st.verify_ok or not old.verify_ok):
+                pg.query(f"DROP DATABASE IF EXISTS {old.db}")
+        if not st.verify_ok:
+            pg.query(f"DROP DATABASE IF EXISTS {db}")
         log(f"  sent {st.sent_flows} flows at {st.achieved_dps:.0f} dps, lost {st.lost_flows}, "
             f"kernel drops {st.kernel_drops}, sustained {st.sustained:,.0f} flows/s, "
             f"verify waited {st.waited:.1f}s")
@@ -404,12 +418,14 @@ def bench_copy_limit(pg: Postgres, db: str, min_rows: int, repeats: int) -> list
     n = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
     if n == 0:
         raise BenchError(f"{db} has no rows to copy")
-    k = max(1, -(-min_rows // n))  # repeat the rows k times to reach min_rows
-    rows = n * k
+    # Exactly min_rows rows: the first min_rows stored, or all of them repeated k times.
+    k = max(1, -(-min_rows // n))
+    rows = min_rows
     path = pg.files / f"rows-{db}.bin"
-    log(f"COPY limit: exporting {n} rows x {k} = {rows} rows from {db} to {path}")
+    log(f"COPY limit: exporting {rows} rows ({n} stored, x{k}) from {db} to {path}")
     src = "netflow.flows" if k == 1 else f"netflow.flows, generate_series(1, {k}) AS rep(i)"
-    pg.query(f"COPY (SELECT {FLOW_COLUMNS} FROM {src}) TO '{path}' (FORMAT binary)", db=db)
+    pg.query(f"COPY (SELECT {FLOW_COLUMNS} FROM {src} LIMIT {rows}) TO '{path}' (FORMAT binary)",
+             db=db)
     days = pg.query("SELECT d::date FROM generate_series("
                     "(SELECT date_trunc('day', min(received_at) AT TIME ZONE 'UTC') FROM netflow.flows),"
                     "(SELECT date_trunc('day', max(received_at) AT TIME ZONE 'UTC') FROM netflow.flows),"
@@ -467,6 +483,7 @@ class RecvStep:
     got_dgrams: int = 0
     got_flows: int = 0
     kernel_drops: int | None = None
+    shards: str = "–"
     lossless: bool = False
     source_limited: bool = False
     note: str = ""
@@ -526,6 +543,7 @@ def run_nfpg_null_step(work: Path, backend: str, rate: int, duration: float, see
     st.got_dgrams = int(summary.get("datagrams", 0))
     st.got_flows = int(summary.get("flows", 0))
     st.kernel_drops = int(summary.get("kernel_drops", 0))
+    st.shards = shard_split(summary)
     st.lossless = st.got_dgrams == st.sent_dgrams and st.kernel_drops == 0
     log(f"  {st.collector} @ {rate or 'max'} dps: sent {st.sent_dgrams} datagrams at "
         f"{st.achieved_dps:,.0f} dps, received {st.got_dgrams}, kernel drops {st.kernel_drops}")
@@ -616,12 +634,12 @@ sql_use_copy: true
                 st.sent_bytes = lg["sent"]["bytes"]
                 st.achieved_dps = sent_rate(lg)
                 # Poll until the stored totals reach the sent ones, or stop changing for
-                # three refresh periods + 5 s (bounded by 300 s). nfacctd's core hands records
+                # three refresh periods + 5 s (bounded by 150 s). nfacctd's core hands records
                 # to the plugin in buffers of plugin_buffer_size: the last, partly filled one
                 # stays in the core until more traffic comes or nfacctd stops. So if the totals
                 # stall short of the sent ones, SIGINT it (it purges on the way out) and poll on.
                 last, last_change = None, time.monotonic()
-                deadline = time.monotonic() + 300
+                deadline = time.monotonic() + 150
                 interrupted = False
                 idle = 0.0  # the stall wait before the SIGINT, not counted as storing time
                 while time.monotonic() < deadline:
@@ -766,14 +784,14 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("Sustained = flows stored / (send time + time until `--verify` saw every flow).")
     a("The ramp stops at the first step with loss.")
     a("")
-    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | sustained stored flows/s | e2e latency p50 / p99 / max | note |")
-    a("|---|---|---|---|---|---|---|---|---|")
+    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained stored flows/s | e2e latency p50 / p99 / max | note |")
+    a("|---|---|---|---|---|---|---|---|---|---|")
     for s in pg_steps:
         lat = f"{us(s.lat.get('p50'))} / {us(s.lat.get('p99'))} / {us(s.lat.get('max'))}" \
             if s.lat else "not reported"
         a(f"| {fmt(s.rate)} | {fmt(s.rate * RECORDS)} | {fmt(s.achieved_dps)} | {fmt(s.sent_flows)} | "
           f"{fmt(s.lost_flows)}{'' if s.verify_ok else ' **loss**'} | {fmt(s.kernel_drops)} | "
-          f"{fmt(s.sustained)} | {lat} | {s.note} |")
+          f"{s.shards} | {fmt(s.sustained)} | {lat} | {s.note} |")
     a("")
     best = highest(pg_steps, lambda s: s.verify_ok)
     if best:
@@ -791,6 +809,22 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     if pg_steps and pg_steps[0].lat is None:
         a("")
         a("nfpg's summary had no `latency` object in this build, so no latency columns.")
+    stage_keys = ["end_to_end_us", "receive_to_seal_us", "queue_wait_us", "copy_us"]
+    if any(s.stages for s in pg_steps):
+        a("")
+        a("nfpg's own latency histograms per stage (from its final summary; p50 / p99 / max). "
+          "End to end = first datagram of a batch received → its COPY committed; a batch is sealed "
+          "when full (8192 flows) or 1 s old, so at low rates the flush interval dominates.")
+        a("")
+        a("| offered datagrams/s | " + " | ".join(k.removesuffix("_us").replace("_", " ") for k in stage_keys) + " |")
+        a("|---|" + "---|" * len(stage_keys))
+        for s in pg_steps:
+            cells = []
+            for k in stage_keys:
+                h = (s.stages or {}).get(k)
+                cells.append(f"{us(h.get('p50'))} / {us(h.get('p99'))} / {us(h.get('max'))}"
+                             if isinstance(h, dict) and h.get("count") else "–")
+            a(f"| {fmt(s.rate)} | " + " | ".join(cells) + " |")
     a("")
 
     # ---- section 3
@@ -798,9 +832,10 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("")
     if copy_res:
         a(f"PostgreSQL's own `COPY … FROM` a binary file (server side, one stream) of the rows nfpg "
-          f"stored at its highest lossless step ({fmt(copy_res[0].rows)} rows; the step's rows are "
-          f"repeated when fewer than {fmt(cfg['copy_rows'])}), {len(copy_res[0].secs)} runs per table, "
-          f"checkpoint before each.")
+          f"stored at its highest lossless step ({fmt(copy_res[0].rows)} rows: the first ones stored, "
+          f"or the step's rows repeated when it stored fewer), exported with "
+          f"`COPY (SELECT …) TO file (FORMAT binary)`; {len(copy_res[0].secs)} runs per table, "
+          f"TRUNCATE and CHECKPOINT before each, time of the COPY statement from psql's `\\timing`.")
         a("")
         a("| table | rows | best rows/s | all runs rows/s |")
         a("|---|---|---|---|")
@@ -875,13 +910,13 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
           "summary `datagrams` = datagrams sent and `kernel_drops` = 0; nfcapd: `nfdump -R DIR -I` "
           "Flows = flows sent, after SIGTERM. A ramp stops at its first step with loss.")
         a("")
-        a("| collector | offered datagrams/s | achieved datagrams/s | sent datagrams | received datagrams (flows for nfcapd) | kernel drops | lossless | load source limited |")
-        a("|---|---|---|---|---|---|---|---|")
+        a("| collector | offered datagrams/s | achieved datagrams/s | sent datagrams | received datagrams (flows for nfcapd) | kernel drops | datagrams per shard | lossless | load source limited |")
+        a("|---|---|---|---|---|---|---|---|---|")
         for name, steps in recv.items():
             for s in steps:
                 got = fmt(s.got_dgrams) if s.collector != "nfcapd" else f"{fmt(s.got_flows)} flows of {fmt(s.sent_flows)}"
                 a(f"| {s.collector} | {fmt(s.rate) if s.rate else 'flat out'} | {fmt(s.achieved_dps)} | "
-                  f"{fmt(s.sent_dgrams)} | {got} | {'–' if s.kernel_drops is None else fmt(s.kernel_drops)} | "
+                  f"{fmt(s.sent_dgrams)} | {got} | {'–' if s.kernel_drops is None else fmt(s.kernel_drops)} | {s.shards} | "
                   f"{'yes' if s.lossless else '**no**'} | {'yes' if s.source_limited else 'no'} |")
         a("")
         a("| collector | highest lossless achieved datagrams/s | flows/s |")
@@ -926,6 +961,7 @@ def main() -> int:
     ap.add_argument("--recv-rates", help="datagrams/s steps of the receive path (0 = flat out)")
     ap.add_argument("--duration", type=float, help="seconds per step into PostgreSQL")
     ap.add_argument("--recv-duration", type=float, help="seconds per receive-path step")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = ap.parse_args()
 
     if args.quick:
@@ -935,7 +971,7 @@ def main() -> int:
     else:
         rates, dur = [5000, 10000, 15000, 20000, 25000, 30000], 30.0
         recv_rates, recv_dur = [25000, 50000, 100000, 150000, 0], 15.0
-        copy_rows, repeats = 3_000_000, 2
+        copy_rows, repeats = 3_000_000, 3
     if args.rates:
         rates = [int(x) for x in args.rates.split(",")]
     if args.recv_rates:
@@ -970,7 +1006,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    keep = False
+    keep = args.keep
     try:
         log(f"PostgreSQL from {pg.bindir} in {pg.base}")
         pg.start()

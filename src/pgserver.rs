@@ -106,6 +106,26 @@ fn run_as_postgres() -> Result<Option<(u32, u32)>> {
     Ok(Some((uid, gid)))
 }
 
+/// The server runs as another user (`postgres`): every directory above `dir` must let it
+/// through, or initdb fails with a bare "permission denied".
+fn check_reachable(dir: &Path, uid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for parent in dir.ancestors().skip(1) {
+        let meta = fs::metadata(parent)?;
+        let searchable = meta.mode() & 0o001 != 0 || meta.uid() == uid;
+        if !searchable {
+            bail!(
+                "the private PostgreSQL runs as the postgres user, which cannot reach {}: {} is not                  searchable by others (mode {:o}). Choose a --data-dir under a directory such as                  /var/lib or /tmp, or chmod o+x {}",
+                dir.display(),
+                parent.display(),
+                meta.mode() & 0o7777,
+                parent.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 impl PgServer {
     /// Creates (first time) and starts the private server in `dir`, waiting until it accepts
     /// connections.
@@ -114,6 +134,9 @@ impl PgServer {
         let run_as = run_as_postgres()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
+        if let Some((uid, _)) = run_as {
+            check_reachable(&dir, uid)?;
+        }
         let mut server = PgServer {
             dir,
             bin,
