@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,83 @@ def last_json_line(text: str) -> dict | None:
     return None
 
 
+# --------------------------------------------------------------------------- other load
+
+
+class OtherLoad:
+    """Samples, once a second, how much CPU processes outside this benchmark use.
+
+    other = all busy CPU time (/proc/stat) - the CPU time of this script's process tree and of
+    the benchmark's PostgreSQL server (its postmaster's tree), in cores. On a shared machine this
+    tells which steps ran while something else competed for the cores.
+    """
+
+    def __init__(self) -> None:
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.postmaster: int | None = None
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, other cores since last)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _busy() -> int:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # minus idle and iowait
+
+    def _ours(self) -> dict[int, int]:
+        procs: dict[int, tuple[int, int]] = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            rest = st[st.rfind(")") + 2:].split()
+            procs[int(d)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+        roots = {os.getpid()} | ({self.postmaster} if self.postmaster else set())
+        ours: dict[int, int] = {}
+        for pid, (ppid, ticks) in procs.items():
+            p, hops = pid, 0
+            while p and hops < 64:
+                if p in roots:
+                    ours[pid] = ticks
+                    break
+                p, hops = procs.get(p, (0, 0))[0], hops + 1
+        return ours
+
+    def _run(self) -> None:
+        prev_busy, prev_ours, prev_t = self._busy(), self._ours(), time.monotonic()
+        while not self._stop.wait(1.0):
+            try:
+                busy, ours, t = self._busy(), self._ours(), time.monotonic()
+            except OSError:
+                continue
+            ours_d = sum(v - prev_ours[k] for k, v in ours.items() if k in prev_ours)
+            other = max(0, (busy - prev_busy) - ours_d) / self.hz / max(t - prev_t, 1e-3)
+            self.samples.append((t, other))
+            prev_busy, prev_ours, prev_t = busy, ours, t
+
+    def start(self) -> None:
+        self._t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def between(self, t0: float, t1: float) -> float | None:
+        xs = [o for t, o in self.samples if t0 < t <= t1 + 0.5]
+        return sum(xs) / len(xs) if xs else None
+
+
+OTHER = OtherLoad()
+
+
+def other_str(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -213,6 +291,10 @@ class Postgres:
             timeout=90)
         self.started = True
         self.version = self.query("SHOW server_version").strip()
+        try:
+            OTHER.postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
 
     def stop(self) -> None:
         if not self.started:
@@ -341,6 +423,7 @@ class PgStep:
     lat: dict | None = None
     stages: dict | None = None  # nfpg's summary "latency" object, when present
     shards: str = ""  # datagrams per shard
+    other: float | None = None  # cores used by other processes during the step
     db: str = ""
     note: str = ""
 
@@ -354,10 +437,12 @@ def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -
         log(f"nfpg -> PostgreSQL: {rate} datagrams/s ({rate * RECORDS} flows/s) for {duration:.0f}s")
         n = Nfpg(work, f"nfpg-pg-{i}", ["--database-url", pg.url(db)])
         n.start()
+        t0 = time.monotonic()
         try:
             lg = loadgen(n.port, rate, duration, seed=i, verify_url=pg.url(db))
         finally:
             summary = n.finish()
+        st.other = OTHER.between(t0, time.monotonic())
         v = lg.get("verify") or {}
         st.sent_dgrams = lg["sent"]["datagrams"]
         st.sent_flows = lg["sent"]["flows"]
@@ -484,6 +569,7 @@ class RecvStep:
     got_flows: int = 0
     kernel_drops: int | None = None
     shards: str = "–"
+    other: float | None = None
     lossless: bool = False
     source_limited: bool = False
     note: str = ""
@@ -510,7 +596,9 @@ def run_nfcapd_step(work: Path, rate: int, duration: float, seed: int, tag: str)
         try:
             wait_until(lambda: udp_bound(port), 30, "nfcapd to bind", p)
             time.sleep(0.3)
+            t0 = time.monotonic()
             lg = loadgen(port, rate, duration, seed)
+            st.other = OTHER.between(t0, time.monotonic())
             time.sleep(0.5)
         finally:
             stop(p, timeout=60)
@@ -532,7 +620,9 @@ def run_nfpg_null_step(work: Path, backend: str, rate: int, duration: float, see
     n = Nfpg(work, f"nfpg-null-{tag}", ["--sink", "null", "--recv", backend])
     n.start()
     try:
+        t0 = time.monotonic()
         lg = loadgen(n.port, rate, duration, seed)
+        st.other = OTHER.between(t0, time.monotonic())
         time.sleep(0.5)
     finally:
         summary = n.finish()
@@ -577,6 +667,7 @@ class AcctStep:
     to_store: float = 0  # seconds from the start of sending until everything was stored
     complete: bool = False
     sustained: float = 0
+    other: float | None = None
     note: str = ""
 
 
@@ -662,6 +753,7 @@ sql_use_copy: true
                         idle = now - last_change
                         interrupted, last_change = True, now
                     time.sleep(0.5)
+                st.other = OTHER.between(t0, time.monotonic())
                 if interrupted:
                     st.note = "last part stored only when nfacctd was stopped (SIGINT)"
             finally:
@@ -771,6 +863,12 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("")
     a("The load source, the collector and PostgreSQL share these cores, and the machine may be")
     a("shared with other work: every figure below is for this set-up, not a collector on its own.")
+    a("\"Other load (cores)\" in the tables = CPU used during the step by processes outside the")
+    a("benchmark (all busy CPU time minus the harness's process tree and its PostgreSQL server), in")
+    a("cores out of " + str(os.cpu_count()) + ": anything well above 0 means the step competed with other work.")
+    if OTHER.samples:
+        xs = [o for _, o in OTHER.samples]
+        a(f"Over the whole run: mean {sum(xs) / len(xs):.2f}, max {max(xs):.2f} cores of other load.")
     a("PostgreSQL: private server, unix socket, `shared_buffers=256MB wal_level=minimal")
     a("synchronous_commit=off max_wal_size=8GB checkpoint_timeout=15min wal_buffers=64MB`.")
     a("")
@@ -784,14 +882,14 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("Sustained = flows stored / (send time + time until `--verify` saw every flow).")
     a("The ramp stops at the first step with loss.")
     a("")
-    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained stored flows/s | e2e latency p50 / p99 / max | note |")
-    a("|---|---|---|---|---|---|---|---|---|---|")
+    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained stored flows/s | e2e latency p50 / p99 / max | other load (cores) | note |")
+    a("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in pg_steps:
         lat = f"{us(s.lat.get('p50'))} / {us(s.lat.get('p99'))} / {us(s.lat.get('max'))}" \
             if s.lat else "not reported"
         a(f"| {fmt(s.rate)} | {fmt(s.rate * RECORDS)} | {fmt(s.achieved_dps)} | {fmt(s.sent_flows)} | "
           f"{fmt(s.lost_flows)}{'' if s.verify_ok else ' **loss**'} | {fmt(s.kernel_drops)} | "
-          f"{s.shards} | {fmt(s.sustained)} | {lat} | {s.note} |")
+          f"{s.shards} | {fmt(s.sustained)} | {lat} | {other_str(s.other)} | {s.note} |")
     a("")
     best = highest(pg_steps, lambda s: s.verify_ok)
     if best:
@@ -877,8 +975,8 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
           "until nfacctd stops, so when the sums stall for 20 s short of the sent ones the harness sends "
           "SIGINT (nfacctd purges on the way out) and does not count the 20 s of waiting.")
         a("")
-        a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | rows stored | packets stored / sent | all stored after | sustained flows/s | note |")
-        a("|---|---|---|---|---|---|---|---|---|")
+        a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | rows stored | packets stored / sent | all stored after | sustained flows/s | other load (cores) | note |")
+        a("|---|---|---|---|---|---|---|---|---|---|")
         for s in acct:
             a(f"| {fmt(s.rate)} | {fmt(s.rate * RECORDS)} | {fmt(s.achieved_dps)} | {fmt(s.sent_flows)} | "
               f"{fmt(s.stored_rows)} | {s.stored_packets / max(s.sent_packets, 1):.4%}"
@@ -910,14 +1008,15 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
           "summary `datagrams` = datagrams sent and `kernel_drops` = 0; nfcapd: `nfdump -R DIR -I` "
           "Flows = flows sent, after SIGTERM. A ramp stops at its first step with loss.")
         a("")
-        a("| collector | offered datagrams/s | achieved datagrams/s | sent datagrams | received datagrams (flows for nfcapd) | kernel drops | datagrams per shard | lossless | load source limited |")
-        a("|---|---|---|---|---|---|---|---|---|")
+        a("| collector | offered datagrams/s | achieved datagrams/s | sent datagrams | received datagrams (flows for nfcapd) | kernel drops | datagrams per shard | lossless | load source limited | other load (cores) |")
+        a("|---|---|---|---|---|---|---|---|---|---|")
         for name, steps in recv.items():
             for s in steps:
                 got = fmt(s.got_dgrams) if s.collector != "nfcapd" else f"{fmt(s.got_flows)} flows of {fmt(s.sent_flows)}"
                 a(f"| {s.collector} | {fmt(s.rate) if s.rate else 'flat out'} | {fmt(s.achieved_dps)} | "
                   f"{fmt(s.sent_dgrams)} | {got} | {'–' if s.kernel_drops is None else fmt(s.kernel_drops)} | {s.shards} | "
-                  f"{'yes' if s.lossless else '**no**'} | {'yes' if s.source_limited else 'no'} |")
+                  f"{'yes' if s.lossless else '**no**'} | {'yes' if s.source_limited else 'no'} | "
+                  f"{other_str(s.other)} |")
         a("")
         a("| collector | highest lossless achieved datagrams/s | flows/s |")
         a("|---|---|---|")
@@ -993,6 +1092,7 @@ def main() -> int:
         raise SystemExit("psql missing: apt-get install postgresql-client")
 
     t_start = time.monotonic()
+    OTHER.start()
     base = Path(tempfile.mkdtemp(prefix="nfpg-e2e-", dir="/tmp"))
     os.chmod(base, 0o755)  # the server user must reach pg/ below it
     work = base / "work"

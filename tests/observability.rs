@@ -227,6 +227,19 @@ fn exporter_loss_with_skips_wrap_and_restart() {
         "loss = exactly the skipped ranges"
     );
     assert_eq!(r.get::<_, i64>(2), 1, "one restart");
+    // `nfpg exporters` shows the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nfpg"))
+        .args(["exporters", "--database-url", db.conninfo()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("127.0.0.11 ")).unwrap_or_else(|| panic!("{text}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[5], sent_flows.to_string(), "{line}");
+    assert_eq!(cols[6], skipped.to_string(), "{line}");
+    assert_eq!(cols[8], "1", "{line}");
+    assert!(text.contains("1 exporters"));
 }
 
 /// Must show 4 (counts): 10,000 exporters at once, one exporters row each, every count exact.
