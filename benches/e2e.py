@@ -420,12 +420,18 @@ class PgStep:
     queue_full: int = 0
     malformed: int = 0
     sustained: float = 0
+    sustained_lat: float | None = None  # flows / (send time + nfpg's max end-to-end latency)
     lat: dict | None = None
     stages: dict | None = None  # nfpg's summary "latency" object, when present
     shards: str = ""  # datagrams per shard
     other: float | None = None  # cores used by other processes during the step
     db: str = ""
     note: str = ""
+
+    @property
+    def best_sustained(self) -> float:
+        """The tighter of the two lower bounds."""
+        return max(self.sustained, self.sustained_lat or 0.0)
 
 
 def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -> list[PgStep]:
@@ -461,6 +467,10 @@ def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -
         st.stages = summary.get("latency") if isinstance(summary.get("latency"), dict) else None
         st.shards = shard_split(summary)
         st.sustained = st.stored_flows / max(st.elapsed + st.waited, 1e-9)
+        if st.lat and st.lat.get("max") is not None:
+            # The last datagram arrived by the end of sending and every flow was committed at
+            # most the max end-to-end latency after its datagram arrived.
+            st.sustained_lat = st.stored_flows / (st.elapsed + float(st.lat["max"]) / 1e6)
         if not st.verify_ok and st.lost_flows == 0:
             st.note = f"stored != sent ({v.get('mismatches')})"
         if source_limited(lg, rate):
@@ -879,23 +889,28 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("`nfpg run --listen 127.0.0.1 --database-url … --stats-interval 5` (defaults otherwise),")
     a(f"fresh database per step; `nfpg-loadgen --exporters {EXPORTERS} --records {RECORDS} --rate R "
       f"--duration {cfg['pg_duration']:.0f} --verify --verify-timeout 120 --verify-settle 5`.")
-    a("Sustained = flows stored / (send time + time until `--verify` saw every flow).")
+    a("Sustained (verify) = flows stored / (send time + time until `--verify` saw every flow); "
+      "verify polls with a full-table `sum()` over the step's flows, so at 10 M+ rows one poll takes "
+      "seconds and competes with nfpg's writers for the cores: this figure is a lower bound. "
+      "Sustained (latency) = flows stored / (send time + the largest receive → commit latency nfpg "
+      "measured): every flow was committed within that time, so it is a tighter lower bound.")
     a("The ramp stops at the first step with loss.")
     a("")
-    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained stored flows/s | e2e latency p50 / p99 / max | other load (cores) | note |")
-    a("|---|---|---|---|---|---|---|---|---|---|---|")
+    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained flows/s (verify) | sustained flows/s (latency) | e2e latency p50 / p99 / max | other load (cores) | note |")
+    a("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in pg_steps:
         lat = f"{us(s.lat.get('p50'))} / {us(s.lat.get('p99'))} / {us(s.lat.get('max'))}" \
             if s.lat else "not reported"
         a(f"| {fmt(s.rate)} | {fmt(s.rate * RECORDS)} | {fmt(s.achieved_dps)} | {fmt(s.sent_flows)} | "
           f"{fmt(s.lost_flows)}{'' if s.verify_ok else ' **loss**'} | {fmt(s.kernel_drops)} | "
-          f"{s.shards} | {fmt(s.sustained)} | {lat} | {other_str(s.other)} | {s.note} |")
+          f"{s.shards} | {fmt(s.sustained)} | {fmt(s.sustained_lat) if s.sustained_lat else '–'} | "
+          f"{lat} | {other_str(s.other)} | {s.note} |")
     a("")
     best = highest(pg_steps, lambda s: s.verify_ok)
     if best:
         top = " (the highest step tried: the limit is above it)" if best is pg_steps[-1] else ""
         a(f"**nfpg's sustained lossless rate into PostgreSQL: {fmt(best.rate)} datagrams/s offered "
-          f"= {fmt(best.rate * RECORDS)} flows/s{top}; {fmt(best.sustained)} flows/s stored "
+          f"= {fmt(best.rate * RECORDS)} flows/s{top}; {fmt(best.best_sustained)} flows/s stored "
           f"sustained at that step.**")
     else:
         a("**nfpg lost flows at every step tried.**")
@@ -942,9 +957,9 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
         a("")
         part = next(c for c in copy_res if c.name == "limit_part")
         if best:
-            frac = best.sustained / part.best
+            frac = best.best_sustained / part.best
             frac_off = best.rate * RECORDS / part.best
-            a(f"nfpg's sustained stored rate at its highest lossless step, {fmt(best.sustained)} flows/s, "
+            a(f"nfpg's sustained stored rate at its highest lossless step, {fmt(best.best_sustained)} flows/s, "
               f"is **{frac:.0%}** of PostgreSQL's COPY rate into the same layout ({fmt(part.best)} rows/s); "
               f"the offered rate of that step is {frac_off:.0%}. Target: ≥ 80 % — "
               + ("met." if frac >= 0.8 else "**not met**.")
@@ -991,7 +1006,7 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
             a("nfacctd lost data at every step tried.")
         ref = max((s.sustained for s in acct), default=0)
         if best and ref:
-            ratio = best.sustained / (arate or ref)
+            ratio = best.best_sustained / (arate or ref)
             a(f"nfpg / nfacctd sustained rate: **{ratio:.1f}×** (target ≥ 5× — "
               + ("met" if ratio >= 5 else "**not met**") + ").")
     else:

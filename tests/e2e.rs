@@ -494,3 +494,51 @@ fn private_database_when_none_is_configured() {
         .get(0);
     assert_eq!(e, "127.0.0.1");
 }
+
+/// The original collector's test mode: `nfpg --test` waits for one datagram, prints its first
+/// record and stores it.
+#[test]
+fn test_mode_prints_and_stores_one_datagram() {
+    let db = TestDb::start();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nfpg"))
+        .args([
+            "--test",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--database-url",
+            db.conninfo(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let datagram = fixture_datagrams().remove(0);
+    let tx = exporter_socket("127.0.0.1");
+    // Resend until the collector has taken one and exited (bounded: 8 s).
+    for _ in 0..80 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tx.send_to(&datagram, ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "first record: 10.1.2.244:45875 -> 192.0.2.20:25 protocol 6 packets 4 bytes 2025"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2026-11-12 23:19:31.081 UTC"), "{stdout}");
+    let n = db.count("SELECT count(*) FROM netflow.flows");
+    assert_eq!(n, u16::from_be_bytes([datagram[2], datagram[3]]) as i64);
+}

@@ -232,9 +232,16 @@ fn exporter_loss_with_skips_wrap_and_restart() {
         .args(["exporters", "--database-url", db.conninfo()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("127.0.0.11 ")).unwrap_or_else(|| panic!("{text}"));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("127.0.0.11 "))
+        .unwrap_or_else(|| panic!("{text}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[5], sent_flows.to_string(), "{line}");
     assert_eq!(cols[6], skipped.to_string(), "{line}");
