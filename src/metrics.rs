@@ -83,6 +83,21 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// Counter families with one series per thread, labelled `label="<index>"`.
+fn counters<T>(
+    o: &mut String,
+    metrics: &[Metric<T, u64>],
+    label: &str,
+    threads: &[Arc<crossbeam_utils::CachePadded<T>>],
+) {
+    for (name, help, get) in metrics {
+        family(o, name, "counter", help);
+        for (i, c) in threads.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{{label}=\"{i}\"}} {}", get(c));
+        }
+    }
+}
+
 /// The text exposition of every metric.
 pub fn render(src: &Sources) -> String {
     let mut o = String::with_capacity(4096);
@@ -109,12 +124,7 @@ pub fn render(src: &Sources) -> String {
             |c| c.batches.load(Relaxed),
         ),
     ];
-    for (name, help, get) in shard_metrics {
-        family(&mut o, name, "counter", help);
-        for (i, c) in src.counters.shards.iter().enumerate() {
-            let _ = writeln!(o, "{name}{{shard=\"{i}\"}} {}", get(c));
-        }
-    }
+    counters(&mut o, &shard_metrics, "shard", &src.counters.shards);
     family(
         &mut o,
         "nfpg_malformed_total",
@@ -156,12 +166,7 @@ pub fn render(src: &Sources) -> String {
             |c| c.samples_written.load(Relaxed),
         ),
     ];
-    for (name, help, get) in writer_metrics {
-        family(&mut o, name, "counter", help);
-        for (i, c) in src.counters.writers.iter().enumerate() {
-            let _ = writeln!(o, "{name}{{writer=\"{i}\"}} {}", get(c));
-        }
-    }
+    counters(&mut o, &writer_metrics, "writer", &src.counters.writers);
     family(
         &mut o,
         "nfpg_queue_depth",

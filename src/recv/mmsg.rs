@@ -22,9 +22,7 @@ pub struct MmsgReceiver {
     _control: Vec<[u64; CONTROL_LEN / 8]>,
     _iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
-    drops: Option<u64>,
-    /// Reads the socket's drop count from /proc (see `refresh_kernel_drops`).
-    drop_reader: Option<super::socket::SocketDrops>,
+    drops: super::socket::DropCount,
 }
 
 // SAFETY: the raw pointers inside `iovecs`/`headers` point only into buffers this struct owns;
@@ -62,7 +60,7 @@ impl MmsgReceiver {
                 }
             })
             .collect();
-        let drop_reader = super::socket::SocketDrops::new(&socket);
+        let drops = super::socket::DropCount::new(&socket);
         Ok(Self {
             socket,
             bufs,
@@ -70,8 +68,7 @@ impl MmsgReceiver {
             _control: control,
             _iovecs: iovecs,
             headers,
-            drops: None,
-            drop_reader,
+            drops,
         })
     }
 
@@ -170,7 +167,7 @@ impl Receiver for MmsgReceiver {
             let len = (hdr.msg_len as usize).min(MAX_DATAGRAM);
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             if let Some(d) = rxq_ovfl(&hdr.msg_hdr) {
-                self.drops = Some(u64::from(d));
+                self.drops.note(d);
             }
             let source = sockaddr_to_std(&self.addrs[i])
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -185,13 +182,11 @@ impl Receiver for MmsgReceiver {
     }
 
     fn kernel_drops(&self) -> Option<u64> {
-        self.drops
+        self.drops.get()
     }
 
     fn refresh_kernel_drops(&mut self) {
-        if let Some(d) = self.drop_reader.as_mut().and_then(|r| r.read()) {
-            self.drops = Some(self.drops.map_or(d, |c| c.max(d)));
-        }
+        self.drops.refresh();
     }
 
     fn name(&self) -> &'static str {

@@ -129,6 +129,43 @@ pub fn udp_drops_for_socket(socket: &UdpSocket) -> Option<u64> {
     SocketDrops::new(socket)?.read()
 }
 
+/// A socket's running count of kernel drops, from the SO_RXQ_OVFL value that comes with
+/// each datagram and from /proc (which also sees drops after the last datagram).
+pub struct DropCount {
+    total: Option<u64>,
+    reader: Option<SocketDrops>,
+}
+
+impl DropCount {
+    pub fn new(socket: &UdpSocket) -> Self {
+        Self {
+            total: None,
+            reader: SocketDrops::new(socket),
+        }
+    }
+
+    /// Takes the SO_RXQ_OVFL value a datagram carried.
+    #[inline]
+    pub fn note(&mut self, drops: u32) {
+        self.raise(u64::from(drops));
+    }
+
+    /// Re-reads /proc/net/udp (no allocation after the first call).
+    pub fn refresh(&mut self) {
+        if let Some(d) = self.reader.as_mut().and_then(SocketDrops::read) {
+            self.raise(d);
+        }
+    }
+
+    pub fn get(&self) -> Option<u64> {
+        self.total
+    }
+
+    fn raise(&mut self, d: u64) {
+        self.total = Some(self.total.map_or(d, |t| t.max(d)));
+    }
+}
+
 /// Reads one socket's `drops` column from /proc/net/udp (or udp6) without allocating after
 /// the first read: the inode is found once, the file is read into a buffer kept between
 /// calls, and lines are scanned in place. The shards call it about once a second.

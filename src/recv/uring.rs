@@ -295,9 +295,7 @@ pub struct UringReceiver {
     disabled: bool,
     /// The multishot receive is queued or running.
     armed: bool,
-    drops: Option<u64>,
-    /// Reads the socket's drop count from /proc (see `refresh_kernel_drops`).
-    drop_reader: Option<super::socket::SocketDrops>,
+    drops: super::socket::DropCount,
     /// Times the multishot stopped because every buffer was out (ENOBUFS).
     exhausted: u64,
     /// An error from a completion, reported by the next `recv` (this one delivered data).
@@ -373,7 +371,7 @@ impl UringReceiver {
                     continue;
                 };
                 if let Some(d) = rxq_ovfl(out.control_data()) {
-                    self.drops = Some(u64::from(d));
+                    self.drops.note(d);
                 }
                 sink(Datagram {
                     data: out.payload_data(),
@@ -461,16 +459,15 @@ impl Parts {
     }
 
     pub(super) fn attach(self, socket: UdpSocket) -> UringReceiver {
-        let drop_reader = super::socket::SocketDrops::new(&socket);
+        let drops = super::socket::DropCount::new(&socket);
         UringReceiver {
-            drop_reader,
             ring: self.ring,
             bufs: self.bufs,
             msghdr: MsgHdr::new(),
             socket,
             disabled: true,
             armed: false,
-            drops: None,
+            drops,
             exhausted: 0,
             deferred: None,
             setup: self.setup,
@@ -592,13 +589,11 @@ impl Receiver for UringReceiver {
     }
 
     fn kernel_drops(&self) -> Option<u64> {
-        self.drops
+        self.drops.get()
     }
 
     fn refresh_kernel_drops(&mut self) {
-        if let Some(d) = self.drop_reader.as_mut().and_then(|r| r.read()) {
-            self.drops = Some(self.drops.map_or(d, |c| c.max(d)));
-        }
+        self.drops.refresh();
     }
 
     fn name(&self) -> &'static str {
