@@ -778,7 +778,7 @@ sql_use_copy: true
         if st.excess:
             st.note = (st.note + "; " if st.note else "") + \
                 f"stored MORE than sent: +{st.stored_packets - st.sent_packets:,} packets, " \
-                f"+{st.stored_bytes - st.sent_bytes:,} bytes (duplicated cache entries)"
+                f"+{st.stored_bytes - st.sent_bytes:,} bytes: duplicates"
         frac = min(1.0, st.stored_packets / max(st.sent_packets, 1))
         # flows stored: the fraction of sent packets stored, in flows (rows are aggregates)
         st.sustained = st.sent_flows * frac / max(st.to_store, 1e-9)

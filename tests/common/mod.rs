@@ -63,6 +63,15 @@ impl TestDb {
         nfpg::db::connect(&self.db.conninfo).expect("connect")
     }
 
+    /// Stops the server, waits `pause`, starts it again on the same directory and socket.
+    pub fn restart(&mut self, pause: Duration) {
+        let server = self.db.server.as_mut().expect("a private server");
+        server.stop().expect("stop PostgreSQL");
+        std::thread::sleep(pause);
+        self.db.server =
+            Some(nfpg::pgserver::PgServer::start(self._dir.path()).expect("restart PostgreSQL"));
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         self.client().query_one(sql, &[]).expect(sql).get(0)
     }
