@@ -188,13 +188,13 @@ fn housekeeper(
 fn log_stats(s: &Snapshot, prev: &Snapshot, elapsed: Duration, depth_cap: usize) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     tracing::info!(
-        "stats: datagrams={} flows={} malformed={} kernel_drops={} udp_rcvbuf_errors={} queue={}/{} \
+        "stats: datagrams={} flows={} malformed={} kernel_drops={} host_rcvbuf_errors={} queue={}/{} \
          queue_full={} rows_written={} write_errors={} rows_dropped={} rate={:.0} flows/s written={:.0} rows/s",
         s.datagrams,
         s.flows,
         s.malformed.total,
         s.kernel_drops,
-        s.udp_rcvbuf_errors.map_or("n/a".to_string(), |v| v.to_string()),
+        s.host_udp_rcvbuf_errors.map_or("n/a".to_string(), |v| v.to_string()),
         s.queue_depth,
         depth_cap,
         s.queue_full,

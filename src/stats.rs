@@ -43,6 +43,8 @@ pub struct WriterCounters {
 pub struct Counters {
     pub shards: Vec<Arc<CachePadded<ShardCounters>>>,
     pub writers: Vec<Arc<CachePadded<WriterCounters>>>,
+    /// The host's UDP receive-buffer errors when the collector started.
+    rcvbuf_errors_at_start: Option<u64>,
 }
 
 impl Counters {
@@ -50,6 +52,7 @@ impl Counters {
         Self {
             shards: (0..shards).map(|_| Arc::default()).collect(),
             writers: (0..writers).map(|_| Arc::default()).collect(),
+            rcvbuf_errors_at_start: crate::recv::socket::udp_rcvbuf_errors(),
         }
     }
 
@@ -85,7 +88,9 @@ impl Counters {
             s.rows_dropped += c.rows_dropped.load(Relaxed);
             s.malformed_samples_written += c.samples_written.load(Relaxed);
         }
-        s.udp_rcvbuf_errors = crate::recv::socket::udp_rcvbuf_errors();
+        s.host_udp_rcvbuf_errors = crate::recv::socket::udp_rcvbuf_errors()
+            .zip(self.rcvbuf_errors_at_start)
+            .map(|(now, start)| now.saturating_sub(start));
         s
     }
 }
@@ -135,8 +140,9 @@ pub struct Snapshot {
     pub malformed: MalformedByReason,
     /// Datagrams the kernel dropped on our sockets (receive buffers full).
     pub kernel_drops: u64,
-    /// System-wide UDP receive-buffer errors (/proc/net/snmp), all sockets of the host.
-    pub udp_rcvbuf_errors: Option<u64>,
+    /// UDP receive-buffer errors of the whole host since this collector started
+    /// (/proc/net/snmp): all sockets, ours and others'.
+    pub host_udp_rcvbuf_errors: Option<u64>,
     pub queue_full: u64,
     /// Batches sealed by the shards.
     pub batches: u64,

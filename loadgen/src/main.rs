@@ -278,7 +278,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok((report, ok)) => {
-            println!("{report}");
+            use std::io::Write;
+            // A reader that closed early (`| head`) is not an error of the run.
+            let _ = writeln!(std::io::stdout(), "{report}");
             if ok {
                 ExitCode::SUCCESS
             } else {
