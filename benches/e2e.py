@@ -1114,7 +1114,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="seconds per step into PostgreSQL")
     ap.add_argument("--recv-duration", type=float, help="seconds per receive-path step")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument("--exporters", type=int, default=4,
+                    help="exporters the load source simulates (each its own loopback address)")
     args = ap.parse_args()
+    global EXPORTERS
+    EXPORTERS = args.exporters
 
     if args.quick:
         rates, dur = [5000, 15000], 5.0
