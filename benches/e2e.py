@@ -541,6 +541,16 @@ def bench_copy_limit(pg: Postgres, db: str, min_rows: int, repeats: int) -> list
          "CREATE TABLE limit_part_default PARTITION OF limit_part DEFAULT;"
          "CREATE INDEX ON limit_part USING brin (flow_start);"
          "CREATE INDEX ON limit_part USING brin (received_at);"),
+        ("limit_btree", "nfpg's layout + B-tree(src_addr), B-tree(dst_addr), B-tree(exporter) "
+         "(the original collector's lookups, on the partition being written)",
+         "CREATE TABLE limit_btree (LIKE netflow.flows INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);"
+         + parts.replace("limit_part", "limit_btree") +
+         "CREATE TABLE limit_btree_default PARTITION OF limit_btree DEFAULT;"
+         "CREATE INDEX ON limit_btree USING brin (flow_start);"
+         "CREATE INDEX ON limit_btree USING brin (received_at);"
+         "CREATE INDEX ON limit_btree (src_addr);"
+         "CREATE INDEX ON limit_btree (dst_addr);"
+         "CREATE INDEX ON limit_btree (exporter);"),
     ]
     results = []
     for name, desc, ddl in layouts:
