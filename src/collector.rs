@@ -66,7 +66,7 @@ pub fn prepare_schema(conninfo: &str, schema: &Schema) -> Result<()> {
     if !applied.is_empty() {
         tracing::info!("applied migrations: {}", applied.join(", "));
     }
-    db::maintain_partitions(&mut client, schema, 3)?;
+    db::ensure_partitions(&mut client, schema, 3)?;
     Ok(())
 }
 
@@ -159,7 +159,8 @@ fn housekeeper(
     stop: Arc<AtomicBool>,
 ) {
     let mut client: Option<postgres::Client> = None;
-    let mut last_partitions = Instant::now();
+    // First partition upkeep a minute after start (not on the start-up path), then hourly.
+    let mut next_partitions = Instant::now() + Duration::from_secs(60);
     let mut last_flush = Instant::now();
     while !stop.load(Relaxed) {
         thread::sleep(Duration::from_millis(100));
@@ -176,10 +177,15 @@ fn housekeeper(
         if let Err(e) = flush_exporters(c, &schema, &table) {
             tracing::warn!("updating the exporters table: {e:#}");
         }
-        if last_partitions.elapsed() >= Duration::from_secs(3600) {
-            last_partitions = Instant::now();
-            if let Err(e) = db::maintain_partitions(c, &schema, 3) {
-                tracing::warn!("maintaining flow partitions: {e:#}");
+        if Instant::now() >= next_partitions {
+            next_partitions = Instant::now() + Duration::from_secs(3600);
+            if let Err(e) = db::ensure_partitions(c, &schema, 3) {
+                tracing::warn!("creating flow partitions: {e:#}");
+            }
+            match db::index_closed_partitions(c, &schema) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("indexed {n} closed day partition(s) for address lookups"),
+                Err(e) => tracing::warn!("indexing closed flow partitions: {e:#}"),
             }
         }
     }

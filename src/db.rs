@@ -164,23 +164,30 @@ fn migrate_locked(client: &mut Client, schema: &Schema) -> Result<Vec<String>> {
     Ok(applied)
 }
 
-/// Creates today's and the next days' flow partitions and indexes finished days.
-pub fn maintain_partitions(client: &mut Client, schema: &Schema, days_ahead: i32) -> Result<i32> {
-    let created: i32 = client
+/// Creates yesterday's, today's and the next `days_ahead` days' flow partitions where missing.
+/// Quick: run at start.
+pub fn ensure_partitions(client: &mut Client, schema: &Schema, days_ahead: i32) -> Result<i32> {
+    Ok(client
         .query_one(
             &schema.render(
                 "SELECT {schema}.ensure_flow_partitions((now() AT TIME ZONE 'UTC')::date - 1, $1)",
             ),
             &[&(days_ahead + 2)],
         )?
-        .get(0);
-    client.query_one(
-        &schema.render(
-            "SELECT {schema}.index_closed_flow_partitions((now() AT TIME ZONE 'UTC')::date)",
-        ),
-        &[],
-    )?;
-    Ok(created)
+        .get(0))
+}
+
+/// Adds the address and exporter B-trees to partitions of finished days. Can take minutes on
+/// a large day, so the housekeeper runs it, never the start-up path.
+pub fn index_closed_partitions(client: &mut Client, schema: &Schema) -> Result<i32> {
+    Ok(client
+        .query_one(
+            &schema.render(
+                "SELECT {schema}.index_closed_flow_partitions((now() AT TIME ZONE 'UTC')::date)",
+            ),
+            &[],
+        )?
+        .get(0))
 }
 
 #[cfg(test)]

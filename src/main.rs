@@ -179,7 +179,7 @@ fn migrate(args: &nfpg::config::DbArgs) -> Result<()> {
     let database = collector::open_database(&args.target())?;
     let mut client = db::connect(&database.conninfo)?;
     let applied = db::migrate(&mut client, &schema)?;
-    db::maintain_partitions(&mut client, &schema, 3)?;
+    db::ensure_partitions(&mut client, &schema, 3)?;
     if applied.is_empty() {
         println!("schema {} is up to date", schema.name());
     } else {
