@@ -49,7 +49,14 @@ fn init_logging(log: &LogArgs) -> Result<Option<tracing_appender::non_blocking::
 
 fn main() {
     // `.env` fills in variables not already set: flags > environment > .env > defaults.
-    let _ = dotenvy::dotenv();
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        // Lines before the bad one are loaded; say so rather than run half-configured quietly.
+        Err(e) => eprintln!(
+            "nfpg: .env: {e} (values with spaces need quotes); the rest of .env is ignored"
+        ),
+    }
     let cli = Cli::parse();
     let run_args = match cli.command {
         Some(Command::Run(args)) => args,

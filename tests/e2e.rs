@@ -589,3 +589,48 @@ fn database_restart_loses_nothing() {
     );
     assert_eq!(db.count("SELECT flows_lost FROM netflow.exporters"), 0);
 }
+
+/// Configuration order: flags, then environment, then `.env`, then defaults; the original
+/// collector's variable names work.
+#[test]
+fn dotenv_and_environment_configure_the_collector() {
+    let db = TestDb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "# the original collector's names\nNETFLOW_PORT=9\nDB_SCHEMA=from_dotenv\nDATABASE_URL=\"{}\"\nFLUSH_INTERVAL=0.2\nLOG_LEVEL=INFO\n",
+            db.conninfo()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nfpg"))
+        .current_dir(dir.path())
+        .env_remove("DB_SCHEMA")
+        .env_remove("DATABASE_URL")
+        .env("NETFLOW_PORT", port.to_string()) // the environment beats .env
+        .args(["run", "--listen", "127.0.0.1", "--shards", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tx = exporter_socket("127.0.0.1");
+    let datagrams = fixture_datagrams();
+    // Resend the first datagram until it is stored (bounded), then the rest.
+    let stored = wait_until(Duration::from_secs(30), || {
+        tx.send_to(&datagrams[0], ("127.0.0.1", port)).unwrap();
+        db.client()
+            .query_one("SELECT to_regclass('from_dotenv.flows') IS NOT NULL AND EXISTS (SELECT 1 FROM from_dotenv.flows)", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        stored,
+        "flows stored in the schema named by .env, on the port named by the environment"
+    );
+    assert!(status.success());
+}
