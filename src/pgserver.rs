@@ -54,7 +54,10 @@ pub fn find_bin_dir() -> Result<PathBuf> {
         if dir.join("initdb").is_file() {
             return Ok(dir);
         }
-        bail!("PG_BIN={} has no initdb", dir.display());
+        bail!(
+            "PG_BIN={} has no initdb.\n{HOW_TO_GET_A_DATABASE}",
+            dir.display()
+        );
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -79,11 +82,16 @@ pub fn find_bin_dir() -> Result<PathBuf> {
     }
     bail!(
         "no database is configured and no PostgreSQL server programs were found (initdb, pg_ctl).\n\
-         Either install them (Debian/Ubuntu: `apt-get install postgresql`; or set PG_BIN to their \
-         directory) and nfpg will start a private server, or point nfpg at an existing server with \
-         DATABASE_URL=postgres://user:pass@host/db (or DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD)."
+         {HOW_TO_GET_A_DATABASE}"
     )
 }
+
+/// What to do when nfpg can start no private server.
+const HOW_TO_GET_A_DATABASE: &str =
+    "Either install them (Debian/Ubuntu: `apt-get install postgresql`; \
+    or set PG_BIN to their directory) and nfpg will start a private server, or point nfpg at an \
+    existing server with DATABASE_URL=postgres://user:pass@host/db (or DB_HOST, DB_PORT, DB_NAME, \
+    DB_USER, DB_PASSWORD).";
 
 /// The uid and gid of the `postgres` system user, when we are root and must drop to it.
 fn run_as_postgres() -> Result<Option<(u32, u32)>> {

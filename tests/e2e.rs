@@ -634,3 +634,32 @@ fn dotenv_and_environment_configure_the_collector() {
     );
     assert!(status.success());
 }
+
+/// Without PostgreSQL server programs and without a configured database, nfpg exits with a
+/// message that says how to install one or how to point it at a server.
+#[test]
+fn missing_server_programs_say_what_to_do() {
+    let dir = tempfile::Builder::new()
+        .prefix("nfpg-n")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nfpg"))
+        .env_remove("DATABASE_URL")
+        .env_remove("DB_HOST")
+        .env("PG_BIN", dir.path())
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("pg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install postgresql"), "{err}");
+    assert!(err.contains("DATABASE_URL="), "{err}");
+}
