@@ -200,11 +200,6 @@ impl FlowBatch {
         self.opened_at = None;
         self.sealed_at = None;
     }
-
-    /// Packets and bytes summed over the batch (for per-exporter statistics and tests).
-    pub fn totals(&self) -> (u64, u64) {
-        (self.packets.iter().sum(), self.bytes.iter().sum())
-    }
 }
 
 /// Converts a column-form address to an `Ipv4Addr` when it is IPv4-mapped.

@@ -202,10 +202,6 @@ impl ExporterTable {
         s.sequence.observe(d.sequence, d.count, boot_ms);
     }
 
-    pub fn get(&self, key: &ExporterKey) -> Option<&ExporterStats> {
-        self.map.get(key)
-    }
-
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -25,7 +25,6 @@ pub type Batch = Box<FlowBatch>;
 pub struct Handoff {
     full: ArrayQueue<Batch>,
     empty: ArrayQueue<Batch>,
-    batch_capacity: usize,
 }
 
 impl Handoff {
@@ -41,12 +40,7 @@ impl Handoff {
         Self {
             full: ArrayQueue::new(depth),
             empty,
-            batch_capacity,
         }
-    }
-
-    pub fn batch_capacity(&self) -> usize {
-        self.batch_capacity
     }
 
     /// An empty batch from the pool, if one is free.
