@@ -182,6 +182,12 @@ fn housekeeper(
             if let Err(e) = db::ensure_partitions(c, &schema, 3) {
                 tracing::warn!("creating flow partitions: {e:#}");
             }
+            if let Err(e) = c.execute(
+                &schema.render("DELETE FROM {schema}.nfpg_copies WHERE committed_at < now() - interval '1 day'"),
+                &[],
+            ) {
+                tracing::warn!("pruning COPY markers: {e:#}");
+            }
             match db::index_closed_partitions(c, &schema) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("indexed {n} closed day partition(s) for address lookups"),

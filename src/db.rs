@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_exporter_rate",
         include_str!("../migrations/0006_exporter_rate.sql"),
     ),
+    (
+        "0007_copy_markers",
+        include_str!("../migrations/0007_copy_markers.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII).

@@ -7,7 +7,9 @@
 //!
 //! Errors: a lost connection is retried (reconnect with back-off) with the same buffer, so
 //! nothing is lost while the database restarts; any other error is retried a few times and
-//! then the rows are counted as dropped and logged. The `Sink` seam lets a spool (or a null
+//! then the rows are counted as dropped and logged. Each COPY commits together with a
+//! (writer, sequence) row in `nfpg_copies`, so a retry after a commit whose reply was lost is
+//! refused by the primary key instead of storing the rows twice: exactly once. The `Sink` seam lets a spool (or a null
 //! sink for benchmarks) take batches instead of PostgreSQL.
 
 use std::io::Write;
@@ -57,17 +59,69 @@ pub struct PgSink {
     conninfo: String,
     schema: Schema,
     copy_sql: String,
+    marker_sql: String,
     client: Option<Client>,
+    /// Identifies this writer's COPYs in `nfpg_copies` (random per writer and process).
+    writer_id: i64,
+    /// Sequence number of the next COPY; advances only when one is known to be committed.
+    next_seq: i64,
+}
+
+/// How one COPY transaction failed.
+enum CopyFail {
+    /// PostgreSQL answered with an error (or the connection closed while waiting for it).
+    Pg(postgres::Error),
+    /// The stream broke while sending the data.
+    Io(std::io::Error),
 }
 
 impl PgSink {
     pub fn new(conninfo: &str, schema: &Schema) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        Self::with_writer_id(conninfo, schema, h.finish() as i64)
+    }
+
+    /// A sink whose COPYs are marked with `writer_id`: a second sink with the same id (the
+    /// same writer after reconnecting) will not commit the first one's COPYs again.
+    pub fn with_writer_id(conninfo: &str, schema: &Schema, writer_id: i64) -> Self {
         Self {
             conninfo: conninfo.to_string(),
             copy_sql: copy::copy_statement(&schema.quoted()),
+            marker_sql: schema
+                .render("INSERT INTO {schema}.nfpg_copies (writer, seq, rows) VALUES ($1, $2, $3)"),
             schema: schema.clone(),
             client: None,
+            writer_id,
+            next_seq: 0,
         }
+    }
+
+    /// One COPY in a transaction that first records (writer, seq) in `nfpg_copies`. If an
+    /// earlier attempt of the same COPY committed but its reply was lost with the connection,
+    /// the marker's primary key refuses the retry before any row is written again.
+    fn copy_once(
+        client: &mut Client,
+        marker_sql: &str,
+        copy_sql: &str,
+        marker: (i64, i64, i64),
+        data: &[u8],
+    ) -> Result<(), CopyFail> {
+        let mut tx = client.transaction().map_err(CopyFail::Pg)?;
+        tx.execute(marker_sql, &[&marker.0, &marker.1, &marker.2])
+            .map_err(CopyFail::Pg)?;
+        let mut w = tx.copy_in(copy_sql).map_err(CopyFail::Pg)?;
+        // On error the writer is dropped without finish() (the COPY aborts) and the
+        // transaction rolls back: nothing commits.
+        w.write_all(data).map_err(CopyFail::Io)?;
+        w.finish().map_err(CopyFail::Pg)?;
+        tx.commit().map_err(CopyFail::Pg)
     }
 
     fn client(&mut self) -> Result<&mut Client, WriteError> {
@@ -101,25 +155,30 @@ impl PgSink {
 }
 
 impl Sink for PgSink {
-    fn write_copy(&mut self, data: &[u8], _rows: usize) -> Result<(), WriteError> {
+    fn write_copy(&mut self, data: &[u8], rows: usize) -> Result<(), WriteError> {
         self.client()?;
         let Some(client) = self.client.as_mut() else {
             return Err(WriteError::Connection("not connected".into()));
         };
-        // Err(Ok(_)): PostgreSQL's answer; Err(Err(_)): the stream broke mid-COPY.
-        let outcome: Result<(), Result<postgres::Error, std::io::Error>> =
-            match client.copy_in(self.copy_sql.as_str()) {
-                Err(e) => Err(Ok(e)),
-                Ok(mut w) => match w.write_all(data) {
-                    // Dropping the writer without finish() aborts the COPY: nothing commits.
-                    Err(e) => Err(Err(e)),
-                    Ok(()) => w.finish().map(|_| ()).map_err(Ok),
-                },
-            };
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(Ok(e)) => Err(self.classify(e)),
-            Err(Err(e)) => {
+        let marker = (self.writer_id, self.next_seq, rows as i64);
+        match Self::copy_once(client, &self.marker_sql, &self.copy_sql, marker, data) {
+            Ok(()) => {
+                self.next_seq += 1;
+                Ok(())
+            }
+            Err(CopyFail::Pg(e))
+                if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                tracing::info!(
+                    writer_id = self.writer_id,
+                    seq = self.next_seq,
+                    "COPY already committed by an earlier attempt whose reply was lost; not written twice"
+                );
+                self.next_seq += 1;
+                Ok(())
+            }
+            Err(CopyFail::Pg(e)) => Err(self.classify(e)),
+            Err(CopyFail::Io(e)) => {
                 self.client = None;
                 Err(WriteError::Connection(e.to_string()))
             }

@@ -186,3 +186,54 @@ fn encoder_round_trips_through_postgresql() {
         .unwrap();
     assert_eq!(max_row, (i64::from(u32::MAX), i64::from(u32::MAX)));
 }
+
+/// Exactly once: a writer that lost its connection while committing retries the same COPY
+/// with the same (writer, sequence); when the first attempt had in fact committed, the retry
+/// is refused by the marker's primary key and no row is stored twice.
+#[test]
+fn a_retried_copy_is_stored_once() {
+    use nfpg::writer::{PgSink, Sink};
+    let db = common::TestDb::start();
+    let schema = Schema::new("netflow").unwrap();
+    let mut c = db.client();
+    migrate(&mut c, &schema).unwrap();
+    nfpg::db::ensure_partitions(&mut c, &schema, 1).unwrap();
+    let file = std::fs::read(common::fixture("softflowd-v5.pcap")).unwrap();
+    let mut b = FlowBatch::with_capacity(1024);
+    let meta = DatagramMeta {
+        exporter: addr_to_u128("127.0.0.1".parse().unwrap()),
+        received_us: 1_800_000_000_000_000,
+    };
+    for p in nfpg::pcap::udp_packets(&file).unwrap() {
+        nfpg::v5::decode(&p.payload, &meta, &mut b).unwrap();
+    }
+    let mut data = copy::HEADER.to_vec();
+    copy::encode_rows(&b, &mut data);
+    data.extend_from_slice(copy::TRAILER);
+    let rows = b.len() as i64;
+    assert_eq!(rows, 682);
+
+    let mut first = PgSink::with_writer_id(db.conninfo(), &schema, 7);
+    first.write_copy(&data, b.len()).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), rows);
+    // The same writer after a reconnect, retrying the COPY it could not confirm.
+    let mut retry = PgSink::with_writer_id(db.conninfo(), &schema, 7);
+    retry.write_copy(&data, b.len()).unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM netflow.flows"),
+        rows,
+        "not stored twice"
+    );
+    // Its next COPY is a new one.
+    retry.write_copy(&data, b.len()).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), 2 * rows);
+    assert_eq!(
+        db.count("SELECT count(*) FROM netflow.nfpg_copies WHERE writer = 7"),
+        2
+    );
+    // Another writer's sequence numbers are its own.
+    PgSink::with_writer_id(db.conninfo(), &schema, 8)
+        .write_copy(&data, b.len())
+        .unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), 3 * rows);
+}
