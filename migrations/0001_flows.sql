@@ -75,6 +75,18 @@ BEGIN
 END
 $fn$;
 
+-- The day partitions of flows (not the default one), with their day.
+CREATE FUNCTION {schema}.flow_day_partitions()
+RETURNS TABLE (relname name, day date) LANGUAGE sql STABLE AS $fn$
+    SELECT c.relname, to_date(substr(c.relname, 7), 'YYYYMMDD')
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_class p ON p.oid = i.inhparent
+    JOIN pg_namespace n ON n.oid = p.relnamespace
+    WHERE n.nspname = {schema_literal} AND p.relname = 'flows'
+      AND c.relname ~ '^flows_[0-9]{8}$'
+$fn$;
+
 -- Adds the lookup B-trees (source, destination, exporter) to day partitions that are no
 -- longer written, i.e. days before `before_day`.
 CREATE FUNCTION {schema}.index_closed_flow_partitions(before_day date)
@@ -84,14 +96,7 @@ DECLARE
     made int := 0;
 BEGIN
     FOR part IN
-        SELECT c.relname
-        FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        JOIN pg_class p ON p.oid = i.inhparent
-        JOIN pg_namespace n ON n.oid = p.relnamespace
-        WHERE n.nspname = {schema_literal} AND p.relname = 'flows'
-          AND c.relname ~ '^flows_[0-9]{8}$'
-          AND to_date(substr(c.relname, 7), 'YYYYMMDD') < before_day
+        SELECT d.relname FROM {schema}.flow_day_partitions() d WHERE d.day < before_day
     LOOP
         IF to_regclass(format('%I.%I', {schema_literal}, part.relname || '_src_addr')) IS NULL THEN
             EXECUTE format('CREATE INDEX %I ON %I.%I (src_addr)', part.relname || '_src_addr', {schema_literal}, part.relname);
@@ -112,14 +117,8 @@ DECLARE
     dropped int := 0;
 BEGIN
     FOR part IN
-        SELECT c.relname
-        FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        JOIN pg_class p ON p.oid = i.inhparent
-        JOIN pg_namespace n ON n.oid = p.relnamespace
-        WHERE n.nspname = {schema_literal} AND p.relname = 'flows'
-          AND c.relname ~ '^flows_[0-9]{8}$'
-          AND to_date(substr(c.relname, 7), 'YYYYMMDD') < (now() AT TIME ZONE 'UTC')::date - keep_days
+        SELECT d.relname FROM {schema}.flow_day_partitions() d
+        WHERE d.day < (now() AT TIME ZONE 'UTC')::date - keep_days
     LOOP
         EXECUTE format('DROP TABLE %I.%I', {schema_literal}, part.relname);
         dropped := dropped + 1;
