@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netflow_parser::{NetflowPacket, NetflowParser};
-use nfpg::batch::{v4_to_u128, DatagramMeta, FlowBatch, MAX_FLOWS_PER_DATAGRAM};
-use nfpg::pipeline::Handoff;
+use nfpg::flow::batch::{v4_to_u128, Columns, DatagramMeta, MAX_FLOWS_PER_DATAGRAM};
+use nfpg::flow::handoff::Handoff;
+use nfpg_wire::v5::encode as v5enc;
 
 /// Flows per batch, as `BATCH_SIZE` defaults to in the collector.
 const BATCH_FLOWS: usize = 8192;
@@ -37,41 +38,51 @@ impl Rng {
 /// A v5 datagram of `count` records with varied addresses, ports, counters and times.
 fn synthetic_datagram(rng: &mut Rng, sequence: u32, count: u16) -> Vec<u8> {
     let uptime: u32 = 3_600_000 + rng.next() % 1_000_000;
-    let unix_secs: u32 = 1_700_000_000 + rng.next() % 86_400;
-    let unix_nsecs: u32 = rng.next() % 1_000_000_000;
-    let mut d = Vec::with_capacity(24 + 48 * usize::from(count));
-    d.extend_from_slice(&5u16.to_be_bytes());
-    d.extend_from_slice(&count.to_be_bytes());
-    d.extend_from_slice(&uptime.to_be_bytes());
-    d.extend_from_slice(&unix_secs.to_be_bytes());
-    d.extend_from_slice(&unix_nsecs.to_be_bytes());
-    d.extend_from_slice(&sequence.to_be_bytes());
-    d.extend_from_slice(&[0, (sequence % 4) as u8]);
-    d.extend_from_slice(&0u16.to_be_bytes());
-    for _ in 0..count {
-        let r = rng.next();
-        d.extend_from_slice(&(0x0a00_0000 | (r & 0x00ff_ffff)).to_be_bytes());
-        d.extend_from_slice(&(0xc000_0200 | (rng.next() & 0xff)).to_be_bytes());
-        d.extend_from_slice(&(0x0a00_0001u32).to_be_bytes());
-        d.extend_from_slice(&((r % 16) as u16 + 1).to_be_bytes());
-        d.extend_from_slice(&((r % 8) as u16 + 1).to_be_bytes());
-        let packets = 1 + rng.next() % 1000;
-        d.extend_from_slice(&packets.to_be_bytes());
-        d.extend_from_slice(&(packets * (40 + rng.next() % 1400)).to_be_bytes());
-        // Some flows started before the exporter's uptime wrapped (first > sys_uptime).
-        let first = uptime.wrapping_sub(rng.next() % 120_000);
-        let last = first.wrapping_add(rng.next() % 60_000);
-        d.extend_from_slice(&first.to_be_bytes());
-        d.extend_from_slice(&last.to_be_bytes());
-        d.extend_from_slice(&((1024 + rng.next() % 60_000) as u16).to_be_bytes());
-        d.extend_from_slice(&[80u16, 443, 53, 22, 123][(r % 5) as usize].to_be_bytes());
-        let proto = [6u8, 17, 6, 1][(r >> 8) as usize % 4];
-        d.extend_from_slice(&[0, (rng.next() & 0x3f) as u8, proto, (r >> 16) as u8 & 0xfc]);
-        d.extend_from_slice(&((rng.next() % 65_000) as u16).to_be_bytes());
-        d.extend_from_slice(&((rng.next() % 65_000) as u16).to_be_bytes());
-        d.extend_from_slice(&[8 + (r % 25) as u8, 8 + (r >> 5) as u8 % 25, 0, 0]);
-    }
-    d
+    let header = v5enc::Header {
+        sys_uptime: uptime,
+        unix_secs: 1_700_000_000 + rng.next() % 86_400,
+        unix_nsecs: rng.next() % 1_000_000_000,
+        flow_sequence: sequence,
+        engine_type: 0,
+        engine_id: (sequence % 4) as u8,
+        sampling_interval: 0,
+    };
+    let records: Vec<v5enc::Record> = (0..count)
+        .map(|_| {
+            let r = rng.next();
+            let dst = 0xc000_0200 | (rng.next() & 0xff);
+            let packets = 1 + rng.next() % 1000;
+            let octets = packets * (40 + rng.next() % 1400);
+            // Some flows started before the exporter's uptime wrapped (first > sys_uptime).
+            let first = uptime.wrapping_sub(rng.next() % 120_000);
+            let last = first.wrapping_add(rng.next() % 60_000);
+            let src_port = (1024 + rng.next() % 60_000) as u16;
+            let tcp_flags = (rng.next() & 0x3f) as u8;
+            let src_as = (rng.next() % 65_000) as u16;
+            let dst_as = (rng.next() % 65_000) as u16;
+            v5enc::Record {
+                src_addr: (0x0a00_0000 | (r & 0x00ff_ffff)).to_be_bytes(),
+                dst_addr: dst.to_be_bytes(),
+                next_hop: 0x0a00_0001u32.to_be_bytes(),
+                input: (r % 16) as u16 + 1,
+                output: (r % 8) as u16 + 1,
+                packets,
+                octets,
+                first,
+                last,
+                src_port,
+                dst_port: [80u16, 443, 53, 22, 123][(r % 5) as usize],
+                tcp_flags,
+                protocol: [6u8, 17, 6, 1][(r >> 8) as usize % 4],
+                tos: (r >> 16) as u8 & 0xfc,
+                src_as,
+                dst_as,
+                src_mask: 8 + (r % 25) as u8,
+                dst_mask: 8 + (r >> 5) as u8 % 25,
+            }
+        })
+        .collect();
+    v5enc::datagram(&header, &records)
 }
 
 /// 256 synthetic datagrams of 30 records plus the 23 of the softflowd capture.
@@ -80,12 +91,9 @@ fn datagrams() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = (0..256)
         .map(|i| synthetic_datagram(&mut rng, i * 30, MAX_FLOWS_PER_DATAGRAM as u16))
         .collect();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/softflowd-v5.pcap"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/softflowd-v5.pcap");
     let file = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let real = nfpg::pcap::udp_packets(&file).expect("parse the softflowd capture");
+    let real = nfpg_wire::pcap::udp_packets(&file).expect("parse the softflowd capture");
     assert_eq!(real.len(), 23, "datagrams in {path}");
     out.extend(real.into_iter().map(|p| p.payload));
     out
@@ -99,13 +107,13 @@ fn meta_for(i: usize) -> DatagramMeta {
 }
 
 /// Decodes every datagram with our decoder; returns flows decoded.
-fn decode_all(dgs: &[Vec<u8>], metas: &[DatagramMeta], batch: &mut FlowBatch) -> u64 {
+fn decode_all(dgs: &[Vec<u8>], metas: &[DatagramMeta], batch: &mut Columns) -> u64 {
     let mut flows = 0u64;
     for (d, meta) in dgs.iter().zip(metas) {
         if !batch.has_room_for(MAX_FLOWS_PER_DATAGRAM) {
             batch.clear();
         }
-        match nfpg::v5::decode(d, meta, batch) {
+        match nfpg_wire::v5::decode(d, meta, batch) {
             Ok(n) => flows += u64::from(n),
             Err(e) => panic!("nfpg rejected a valid datagram: {e}"),
         }
@@ -135,7 +143,7 @@ fn bench_decode(c: &mut Criterion) {
         .sum();
 
     // Both decoders must decode every record before their speeds are compared.
-    let mut batch = FlowBatch::with_capacity(BATCH_FLOWS);
+    let mut batch = Columns::with_capacity(BATCH_FLOWS);
     assert_eq!(decode_all(&dgs, &metas, &mut batch), expected);
     let mut parser = NetflowParser::default();
     let theirs: u64 = dgs
@@ -147,14 +155,14 @@ fn bench_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(expected));
     g.bench_function("nfpg", |b| {
-        let mut batch = FlowBatch::with_capacity(BATCH_FLOWS);
+        let mut batch = Columns::with_capacity(BATCH_FLOWS);
         b.iter(|| black_box(decode_all(black_box(&dgs), &metas, &mut batch)));
     });
     // The same with a one-datagram batch (cleared every datagram): the decode itself, with
     // the columns always in cache; the difference to `nfpg` is the cost of filling a full
     // 8192-flow batch (about 1 MiB of columns) in memory.
     g.bench_function("nfpg_batch30", |b| {
-        let mut batch = FlowBatch::with_capacity(MAX_FLOWS_PER_DATAGRAM);
+        let mut batch = Columns::with_capacity(MAX_FLOWS_PER_DATAGRAM);
         b.iter(|| black_box(decode_all(black_box(&dgs), &metas, &mut batch)));
     });
     // netflow_parser keeps template state per parser (for v9/IPFIX): one parser, made once.
@@ -184,16 +192,16 @@ fn bench_decode(c: &mut Criterion) {
 
 fn bench_copy_encode(c: &mut Criterion) {
     let dgs = datagrams();
-    let mut batch = FlowBatch::with_capacity(BATCH_FLOWS);
+    let mut batch = Columns::with_capacity(BATCH_FLOWS);
     let mut i = 0usize;
     while batch.has_room_for(MAX_FLOWS_PER_DATAGRAM) {
         let d = &dgs[i % 256]; // the synthetic ones, all 30 records
-        nfpg::v5::decode(d, &meta_for(i), &mut batch).expect("decode");
+        nfpg_wire::v5::decode(d, &meta_for(i), &mut batch).expect("decode");
         i += 1;
     }
     let rows = batch.len() as u64;
     let mut out = Vec::new();
-    nfpg::copy::encode_rows(&batch, &mut out);
+    nfpg::store::copy::encode_rows(&batch, &mut out);
     let bytes = out.len() as u64;
     println!(
         "copy_encode: {rows} rows, {bytes} bytes ({} bytes/row)",
@@ -206,7 +214,7 @@ fn bench_copy_encode(c: &mut Criterion) {
     g.bench_function("bytes", |b| {
         b.iter(|| {
             out.clear();
-            nfpg::copy::encode_rows(black_box(&batch), &mut out);
+            nfpg::store::copy::encode_rows(black_box(&batch), &mut out);
             black_box(out.len())
         });
     });
@@ -214,7 +222,7 @@ fn bench_copy_encode(c: &mut Criterion) {
     g.bench_function("rows", |b| {
         b.iter(|| {
             out.clear();
-            nfpg::copy::encode_rows(black_box(&batch), &mut out);
+            nfpg::store::copy::encode_rows(black_box(&batch), &mut out);
             black_box(out.len())
         });
     });

@@ -1,222 +1,29 @@
-//! The running collector: sets up the database, binds the shards' sockets, starts shard,
-//! writer and housekeeping threads, reports statistics, and on SIGTERM/SIGINT stops in order
-//! (shards drain their sockets → writers drain the queue → exporter statistics are written)
-//! so that everything received and decoded is stored before it exits.
+//! Wiring: [`start`] builds the pipeline (database, sockets, shard, writer and housekeeping
+//! threads, metrics) and returns a [`Running`] collector; [`Running::tick`] reports
+//! statistics and latency while it runs; [`Running::stop`] stops in order (shards drain their
+//! sockets → writers drain the queue → exporter statistics are written) so that everything
+//! received and decoded is stored before it returns. What each stage does lives in its own
+//! folder; this file only connects them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{Balance, DbTarget, RunArgs, SinkKind};
-use crate::db::{self, Schema};
-use crate::exporters::ExporterTable;
-use crate::latency::{Latency, Stage};
-use crate::pgserver::PgServer;
-use crate::pipeline::Handoff;
-use crate::recv::{self, socket};
-use crate::shard::{self, ShardConfig};
-use crate::stats::{Counters, Snapshot};
-use crate::writer::{self, NullSink, PgSink, Sink, WriterConfig};
-
-/// A database ready for use: its connection string, and the private server if we run one
-/// (dropping it stops the server).
-pub struct Database {
-    pub conninfo: String,
-    pub server: Option<PgServer>,
-}
-
-/// Resolves the database target, starting the private server when none is configured and
-/// creating its database.
-pub fn open_database(target: &DbTarget) -> Result<Database> {
-    match target {
-        DbTarget::Configured(conninfo) => Ok(Database {
-            conninfo: conninfo.clone(),
-            server: None,
-        }),
-        DbTarget::Private { dir, dbname } => {
-            tracing::info!(
-                "no database configured; starting a private PostgreSQL in {}",
-                dir.display()
-            );
-            let server = PgServer::start(dir)?;
-            let mut admin = db::connect(&server.connection_string("postgres"))?;
-            let exists = admin
-                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[dbname])?
-                .is_some();
-            if !exists {
-                let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
-                admin.batch_execute(&format!("CREATE DATABASE {quoted}"))?;
-            }
-            Ok(Database {
-                conninfo: server.connection_string(dbname),
-                server: Some(server),
-            })
-        }
-    }
-}
-
-/// Applies migrations and creates the flow partitions for the coming days.
-pub fn prepare_schema(conninfo: &str, schema: &Schema) -> Result<()> {
-    let mut client = db::connect(conninfo)?;
-    let applied = db::migrate(&mut client, schema)?;
-    if !applied.is_empty() {
-        tracing::info!("applied migrations: {}", applied.join(", "));
-    }
-    db::ensure_partitions(&mut client, schema, 3)?;
-    Ok(())
-}
-
-/// Writes exporter deltas with one statement.
-pub fn flush_exporters(
-    client: &mut postgres::Client,
-    schema: &Schema,
-    table: &Mutex<ExporterTable>,
-) -> Result<usize> {
-    let deltas = table
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take_deltas();
-    if deltas.is_empty() {
-        return Ok(0);
-    }
-    let col =
-        |f: fn(&crate::exporters::ExporterDelta) -> i64| deltas.iter().map(f).collect::<Vec<i64>>();
-    let addrs: Vec<std::net::IpAddr> = deltas.iter().map(|d| d.exporter).collect();
-    let et: Vec<i16> = deltas.iter().map(|d| d.engine_type).collect();
-    let ei: Vec<i16> = deltas.iter().map(|d| d.engine_id).collect();
-    let ver: Vec<i16> = deltas.iter().map(|d| d.version).collect();
-    let si: Vec<i32> = deltas.iter().map(|d| d.sampling_interval).collect();
-    let sm: Vec<i16> = deltas.iter().map(|d| d.sampling_mode).collect();
-    let rate: Vec<f64> = deltas.iter().map(|d| d.datagrams_per_s).collect();
-    let sql = schema.render(
-        "INSERT INTO {schema}.exporters AS e (exporter, engine_type, engine_id, first_seen, last_seen,
-             datagrams, flows, packets, bytes, flows_lost, restarts, last_sequence,
-             netflow_version, sampling_interval, sampling_mode, datagrams_per_s)
-         SELECT a, t, i, to_timestamp(fs::float8 / 1e6), to_timestamp(ls::float8 / 1e6),
-                dg, fl, pk, by, lo, rs, sq, v, si, sm, r
-         FROM unnest($1::inet[], $2::int2[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
-                     $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
-                     $13::int2[], $14::int4[], $15::int2[], $16::float8[])
-              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r)
-         ON CONFLICT (exporter, engine_type, engine_id) DO UPDATE SET
-             first_seen = least(e.first_seen, excluded.first_seen),
-             last_seen = greatest(e.last_seen, excluded.last_seen),
-             datagrams = e.datagrams + excluded.datagrams,
-             flows = e.flows + excluded.flows,
-             packets = e.packets + excluded.packets,
-             bytes = e.bytes + excluded.bytes,
-             flows_lost = e.flows_lost + excluded.flows_lost,
-             restarts = e.restarts + excluded.restarts,
-             last_sequence = excluded.last_sequence,
-             netflow_version = excluded.netflow_version,
-             sampling_interval = excluded.sampling_interval,
-             sampling_mode = excluded.sampling_mode,
-             datagrams_per_s = excluded.datagrams_per_s",
-    );
-    let result = client.execute(
-        &sql,
-        &[
-            &addrs,
-            &et,
-            &ei,
-            &col(|d| d.first_seen_us),
-            &col(|d| d.last_seen_us),
-            &col(|d| d.datagrams),
-            &col(|d| d.flows),
-            &col(|d| d.packets),
-            &col(|d| d.bytes),
-            &col(|d| d.lost),
-            &col(|d| d.restarts),
-            &col(|d| d.last_sequence),
-            &ver,
-            &si,
-            &sm,
-            &rate,
-        ],
-    );
-    match result {
-        Ok(_) => Ok(deltas.len()),
-        Err(e) => {
-            table
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unflush(&deltas);
-            Err(e.into())
-        }
-    }
-}
-
-/// Keeps partitions ahead of the clock and the exporters table current.
-fn housekeeper(
-    conninfo: String,
-    schema: Schema,
-    table: Arc<Mutex<ExporterTable>>,
-    interval: Duration,
-    stop: Arc<AtomicBool>,
-) {
-    let mut client: Option<postgres::Client> = None;
-    // First partition upkeep a minute after start (not on the start-up path), then hourly.
-    let mut next_partitions = Instant::now() + Duration::from_secs(60);
-    let mut last_flush = Instant::now();
-    while !stop.load(Relaxed) {
-        thread::sleep(Duration::from_millis(100));
-        if last_flush.elapsed() < interval {
-            continue;
-        }
-        last_flush = Instant::now();
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = db::connect(&conninfo)
-                .map_err(|e| tracing::warn!("housekeeper: {e:#}"))
-                .ok();
-        }
-        let Some(c) = client.as_mut() else { continue };
-        if let Err(e) = flush_exporters(c, &schema, &table) {
-            tracing::warn!("updating the exporters table: {e:#}");
-        }
-        if Instant::now() >= next_partitions {
-            next_partitions = Instant::now() + Duration::from_secs(3600);
-            if let Err(e) = db::ensure_partitions(c, &schema, 3) {
-                tracing::warn!("creating flow partitions: {e:#}");
-            }
-            if let Err(e) = c.execute(
-                &schema.render("DELETE FROM {schema}.nfpg_copies WHERE committed_at < now() - interval '1 day'"),
-                &[],
-            ) {
-                tracing::warn!("pruning COPY markers: {e:#}");
-            }
-            match db::index_closed_partitions(c, &schema) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("indexed {n} closed day partition(s) for address lookups"),
-                Err(e) => tracing::warn!("indexing closed flow partitions: {e:#}"),
-            }
-        }
-    }
-}
-
-fn log_stats(s: &Snapshot, prev: &Snapshot, elapsed: Duration, depth_cap: usize) {
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    tracing::info!(
-        "stats: datagrams={} flows={} malformed={} kernel_drops={} host_rcvbuf_errors={} queue={}/{} \
-         queue_full={} rows_written={} write_errors={} rows_dropped={} rate={:.0} flows/s written={:.0} rows/s",
-        s.datagrams,
-        s.flows,
-        s.malformed.total,
-        s.kernel_drops,
-        s.host_udp_rcvbuf_errors.map_or("n/a".to_string(), |v| v.to_string()),
-        s.queue_depth,
-        depth_cap,
-        s.queue_full,
-        s.rows_written,
-        s.write_errors,
-        s.rows_dropped,
-        (s.flows - prev.flows) as f64 / secs,
-        (s.rows_written - prev.rows_written) as f64 / secs,
-    );
-}
+use crate::config::{Balance, RunArgs, SinkKind};
+use crate::flow::handoff::Handoff;
+use crate::ingest::recv::{self, socket};
+use crate::ingest::shard::{self, ShardConfig};
+use crate::obs::exporters::ExporterTable;
+use crate::obs::histlog::HistLog;
+use crate::obs::latency::{Latency, LatencySummary};
+use crate::obs::stats::{Counters, Snapshot};
+use crate::store::db::{self, open_database, prepare_schema, Database, Schema};
+use crate::store::writer::{self, NullSink, PgSink, Sink, WriterConfig};
+use crate::store::{exporters as exporters_sql, housekeeper};
 
 /// Flags the signal handlers set.
 #[derive(Clone, Default)]
@@ -227,62 +34,45 @@ pub struct Signals {
     pub report: Arc<AtomicBool>,
 }
 
-/// The `--hist-log` writer: an HdrHistogram interval log, one histogram per stage per
-/// interval, tagged with the stage name.
-struct HistLog {
-    file: std::io::BufWriter<std::fs::File>,
-    serializer: hdrhistogram::serialization::V2DeflateSerializer,
-    started: std::time::SystemTime,
-    header_written: bool,
-}
-
-impl HistLog {
-    fn create(path: &std::path::Path) -> Result<Self> {
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self {
-            file: std::io::BufWriter::new(file),
-            serializer: hdrhistogram::serialization::V2DeflateSerializer::new(),
-            started: std::time::SystemTime::now(),
-            header_written: false,
-        })
-    }
-
-    /// Appends one interval (`start` and `length` relative to the log's start time).
-    fn write(
-        &mut self,
-        hists: &[hdrhistogram::Histogram<u64>],
-        start: Duration,
-        length: Duration,
-    ) -> Result<()> {
-        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-        use std::io::Write;
-        let mut builder = IntervalLogWriterBuilder::new();
-        if !self.header_written {
-            builder
-                .add_comment(
-                    "nfpg latency histograms: values in microseconds (batch_fill: flows per batch)",
-                )
-                .with_start_time(self.started)
-                .with_base_time(self.started)
-                .with_max_value_divisor(1000.0);
-            self.header_written = true;
-        }
-        let mut w = builder.begin_log_with(&mut self.file, &mut self.serializer)?;
-        for stage in Stage::ALL {
-            let h = &hists[stage as usize];
-            w.write_histogram(h, start, length, Tag::new(stage.tag()))
-                .map_err(|e| anyhow::anyhow!("writing the histogram log: {e:?}"))?;
-        }
-        self.file.flush()?;
-        Ok(())
-    }
+/// A started collector. Dropping it without [`Running::stop`] leaves its threads running
+/// until the process exits.
+pub struct Running {
+    database: Option<Database>,
+    schema: Schema,
+    handoff: Arc<Handoff>,
+    counters: Counters,
+    exporters: Arc<Mutex<ExporterTable>>,
+    latency: Latency,
+    latency_now: Arc<Mutex<LatencySummary>>,
+    hist_log: Option<HistLog>,
+    shard_threads: Vec<JoinHandle<()>>,
+    writer_threads: Vec<JoinHandle<()>>,
+    house: Option<JoinHandle<()>>,
+    shards_stop: Arc<AtomicBool>,
+    shards_done: Arc<AtomicBool>,
+    house_stop: Arc<AtomicBool>,
+    stats_interval: Duration,
+    hist_interval: Duration,
+    started: Instant,
+    interval_start: Instant,
+    last_stats: Instant,
+    prev: Snapshot,
 }
 
 /// Runs the collector until `signals.stop` is set (the caller wires SIGTERM/SIGINT to it).
 /// Returns the final statistics.
 pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
-    let stop = signals.stop.clone();
+    let mut running = start(args)?;
+    while !signals.stop.load(Relaxed) {
+        thread::sleep(Duration::from_millis(50));
+        running.tick(signals.report.swap(false, Relaxed))?;
+    }
+    running.stop()
+}
+
+/// Starts every thread of the pipeline and returns once the sockets are bound and the
+/// writers connected.
+pub fn start(args: &RunArgs) -> Result<Running> {
     let schema = Schema::new(&args.db.schema)?;
     let database = match args.sink {
         SinkKind::Pg => {
@@ -295,40 +85,10 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
 
     let shards = args.shard_count();
     let writers = args.writers.max(1);
-    let listen = SocketAddr::new(args.listen, args.port);
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut sockets = Vec::with_capacity(shards);
-    for i in 0..shards {
-        let bound = socket::bind_reuseport(listen, args.rcvbuf)
-            .with_context(|| format!("binding UDP {listen}"))?;
-        if i == 0 && bound.rcvbuf < args.rcvbuf {
-            tracing::warn!(
-                "socket receive buffer is {} bytes, not the {} asked for: the kernel caps it at \
-                 net.core.rmem_max ({}). Raise it: sysctl -w net.core.rmem_max={} (see tuning/sysctl.conf)",
-                bound.rcvbuf,
-                args.rcvbuf,
-                socket::rmem_max().map_or("?".into(), |v| v.to_string()),
-                args.rcvbuf
-            );
-        }
-        sockets.push(bound.socket);
-    }
-    if args.balance == Balance::Spread && shards > 1 {
-        // After every socket of the group is bound: the program indexes the group's sockets.
-        socket::attach_spread_cbpf(&sockets[0], shards as u32)
-            .context("attaching the spread BPF program")?;
-        tracing::info!("balance: spread (random shard per datagram)");
-    }
-    let mut receivers = Vec::with_capacity(shards);
-    for (i, sock) in sockets.into_iter().enumerate() {
-        let (rx, why) = recv::open(args.recv, sock, args.recv_batch)?;
-        if i == 0 {
-            tracing::info!("receive path: {why}");
-        }
-        receivers.push(rx);
-    }
+    let receivers = bind_receivers(args, shards)?;
     tracing::info!(
-        "listening on udp {listen} with {shards} shard(s), {writers} writer(s), batches of {} flows, flush every {:?}",
+        "listening on udp {} with {shards} shard(s), {writers} writer(s), batches of {} flows, flush every {:?}",
+        SocketAddr::new(args.listen, args.port),
         args.batch_size,
         args.flush_interval()
     );
@@ -339,9 +99,9 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
         args.batch_size,
     ));
     let counters = Counters::new(shards, writers);
-    let mut latency = Latency::new();
+    let latency = Latency::new();
     let latency_now = Arc::new(Mutex::new(latency.summary()));
-    let mut hist_log = args.hist_log.as_deref().map(HistLog::create).transpose()?;
+    let hist_log = args.hist_log.as_deref().map(HistLog::create).transpose()?;
     let exporters = Arc::new(Mutex::new(ExporterTable::default()));
     let shards_stop = Arc::new(AtomicBool::new(false));
     let shards_done = Arc::new(AtomicBool::new(false));
@@ -373,22 +133,24 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
                 .spawn(move || writer::run(cfg, sink, h, c, e, done))?,
         );
     }
-    let house = database.as_ref().map(|d| {
-        let (conninfo, schema, table, stop) = (
-            d.conninfo.clone(),
-            schema.clone(),
-            exporters.clone(),
-            house_stop.clone(),
-        );
-        let interval = args.exporter_interval();
-        thread::Builder::new()
-            .name("nfpg-housekeeper".into())
-            .spawn(move || housekeeper(conninfo, schema, table, interval, stop))
-    });
-    let house = match house {
-        Some(h) => Some(h?),
+    let house = match &database {
+        Some(d) => {
+            let (conninfo, schema, table, stop) = (
+                d.conninfo.clone(),
+                schema.clone(),
+                exporters.clone(),
+                house_stop.clone(),
+            );
+            let interval = args.exporter_interval();
+            Some(
+                thread::Builder::new()
+                    .name("nfpg-housekeeper".into())
+                    .spawn(move || housekeeper::run(conninfo, schema, table, interval, stop))?,
+            )
+        }
         None => None,
     };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shard_threads = Vec::new();
     for (id, rx) in receivers.into_iter().enumerate() {
         let cfg = ShardConfig {
@@ -410,9 +172,9 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
     }
 
     if let Some(addr) = args.metrics {
-        let local = crate::metrics::serve(
+        let local = crate::obs::metrics::serve(
             addr,
-            crate::metrics::Sources {
+            crate::obs::metrics::Sources {
                 counters: counters.clone(),
                 handoff: handoff.clone(),
                 exporters: exporters.clone(),
@@ -421,91 +183,172 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
         )?;
         tracing::info!("metrics on http://{local}/metrics");
     }
-    let started = Instant::now();
-    let mut prev = counters.snapshot(0);
-    let mut last_stats = Instant::now();
-    let mut interval_start = Instant::now();
-    // Collects one histogram interval: into the totals, and into the log when there is one.
-    let mut collect =
-        |latency: &mut Latency, interval_start: &mut Instant, wait: Duration| -> Result<()> {
-            let hists = latency.interval(wait);
-            *latency_now.lock().unwrap_or_else(|p| p.into_inner()) = latency.summary();
-            let now = Instant::now();
-            if let Some(log) = hist_log.as_mut() {
-                log.write(
-                    &hists,
-                    interval_start.duration_since(started),
-                    now.duration_since(*interval_start),
-                )?;
-            }
-            *interval_start = now;
-            Ok(())
-        };
-    while !stop.load(Relaxed) {
-        thread::sleep(Duration::from_millis(50));
-        if interval_start.elapsed() >= args.hist_interval() {
-            collect(&mut latency, &mut interval_start, Duration::from_millis(20))?;
+    let prev = counters.snapshot(0);
+    Ok(Running {
+        database,
+        schema,
+        handoff,
+        counters,
+        exporters,
+        latency,
+        latency_now,
+        hist_log,
+        shard_threads,
+        writer_threads,
+        house,
+        shards_stop,
+        shards_done,
+        house_stop,
+        stats_interval: args.stats_interval(),
+        hist_interval: args.hist_interval(),
+        started: Instant::now(),
+        interval_start: Instant::now(),
+        last_stats: Instant::now(),
+        prev,
+    })
+}
+
+/// Binds one SO_REUSEPORT socket per shard (all to the same address), attaches the spread
+/// program when asked, and opens a receiver on each.
+fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Receiver>>> {
+    let listen = SocketAddr::new(args.listen, args.port);
+    let mut sockets = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let bound = socket::bind_reuseport(listen, args.rcvbuf)
+            .with_context(|| format!("binding UDP {listen}"))?;
+        if i == 0 && bound.rcvbuf < args.rcvbuf {
+            tracing::warn!(
+                "socket receive buffer is {} bytes, not the {} asked for: the kernel caps it at \
+                 net.core.rmem_max ({}). Raise it: sysctl -w net.core.rmem_max={} (see tuning/sysctl.conf)",
+                bound.rcvbuf,
+                args.rcvbuf,
+                socket::rmem_max().map_or("?".into(), |v| v.to_string()),
+                args.rcvbuf
+            );
         }
-        if signals.report.swap(false, Relaxed) {
-            collect(&mut latency, &mut interval_start, Duration::from_millis(20))?;
-            tracing::info!("latency: {}", latency.summary().line());
+        sockets.push(bound.socket);
+    }
+    if args.balance == Balance::Spread && shards > 1 {
+        // After every socket of the group is bound: the program indexes the group's sockets.
+        socket::attach_spread_cbpf(&sockets[0], shards as u32)
+            .context("attaching the spread BPF program")?;
+        tracing::info!("balance: spread (random shard per datagram)");
+    }
+    let mut receivers = Vec::with_capacity(shards);
+    for (i, sock) in sockets.into_iter().enumerate() {
+        let (rx, why) = recv::open(args.recv, sock, args.recv_batch)?;
+        if i == 0 {
+            tracing::info!("receive path: {why}");
         }
-        if last_stats.elapsed() >= args.stats_interval() {
-            let s = counters.snapshot(handoff.depth());
-            log_stats(&s, &prev, last_stats.elapsed(), handoff.depth_capacity());
-            tracing::info!("latency: {}", latency.summary().line());
-            prev = s;
-            last_stats = Instant::now();
-        }
+        receivers.push(rx);
+    }
+    Ok(receivers)
+}
+
+impl Running {
+    /// The statistics so far.
+    pub fn snapshot(&self) -> Snapshot {
+        self.counters.snapshot(self.handoff.depth())
     }
 
-    tracing::info!("stopping: draining sockets and queues");
-    shards_stop.store(true, Relaxed);
-    for t in shard_threads {
-        let _ = t.join();
+    /// Periodic reporting: closes a histogram interval and logs the statistics line when
+    /// their intervals have passed; `report_now` (SIGUSR1) logs the latency percentiles now.
+    pub fn tick(&mut self, report_now: bool) -> Result<()> {
+        if self.interval_start.elapsed() >= self.hist_interval {
+            self.collect(Duration::from_millis(20))?;
+        }
+        if report_now {
+            self.collect(Duration::from_millis(20))?;
+            tracing::info!("latency: {}", self.latency.summary().line());
+        }
+        if self.last_stats.elapsed() >= self.stats_interval {
+            let s = self.snapshot();
+            self.log_stats(&s);
+            tracing::info!("latency: {}", self.latency.summary().line());
+            self.prev = s;
+            self.last_stats = Instant::now();
+        }
+        Ok(())
     }
-    shards_done.store(true, Relaxed);
-    for t in writer_threads {
-        let _ = t.join();
+
+    /// Collects one histogram interval: into the totals, and into the log when there is one.
+    fn collect(&mut self, wait: Duration) -> Result<()> {
+        let hists = self.latency.interval(wait);
+        *self.latency_now.lock().unwrap_or_else(|p| p.into_inner()) = self.latency.summary();
+        let now = Instant::now();
+        if let Some(log) = self.hist_log.as_mut() {
+            log.write(
+                &hists,
+                self.interval_start.duration_since(self.started),
+                now.duration_since(self.interval_start),
+            )?;
+        }
+        self.interval_start = now;
+        Ok(())
     }
-    house_stop.store(true, Relaxed);
-    if let Some(h) = house {
-        let _ = h.join();
+
+    fn log_stats(&self, s: &Snapshot) {
+        tracing::info!(
+            "stats: {}",
+            s.line(
+                &self.prev,
+                self.last_stats.elapsed().as_secs_f64(),
+                self.handoff.depth_capacity()
+            )
+        );
     }
-    if let Some(d) = &database {
-        let mut last_err = None;
-        for _ in 0..3 {
-            match db::connect(&d.conninfo)
-                .and_then(|mut c| flush_exporters(&mut c, &schema, &exporters))
-            {
-                Ok(_) => {
-                    last_err = None;
-                    break;
-                }
-                Err(e) => {
-                    last_err = Some(e);
-                    thread::sleep(Duration::from_millis(500));
+
+    /// Stops in order and returns the final statistics: shards drain their sockets and seal
+    /// their last batches, writers drain the queue, the exporters table gets its last update.
+    pub fn stop(mut self) -> Result<Snapshot> {
+        tracing::info!("stopping: draining sockets and queues");
+        self.shards_stop.store(true, Relaxed);
+        for t in self.shard_threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shards_done.store(true, Relaxed);
+        for t in self.writer_threads.drain(..) {
+            let _ = t.join();
+        }
+        self.house_stop.store(true, Relaxed);
+        if let Some(h) = self.house.take() {
+            let _ = h.join();
+        }
+        if let Some(d) = &self.database {
+            let mut last_err = None;
+            for _ in 0..3 {
+                match db::connect(&d.conninfo).and_then(|mut c| {
+                    exporters_sql::flush_exporters(&mut c, &self.schema, &self.exporters)
+                }) {
+                    Ok(_) => {
+                        last_err = None;
+                        break;
+                    }
+                    Err(e) => {
+                        last_err = Some(e);
+                        thread::sleep(Duration::from_millis(500));
+                    }
                 }
             }
+            if let Some(e) = last_err {
+                tracing::error!("final update of the exporters table failed: {e:#}");
+            }
         }
-        if let Some(e) = last_err {
-            tracing::error!("final update of the exporters table failed: {e:#}");
-        }
+        // Every recorder has been dropped with its thread; this interval holds the rest.
+        self.collect(Duration::ZERO)?;
+        let mut s = self.snapshot();
+        s.latency = self.latency.summary();
+        self.log_stats(&s);
+        tracing::info!("latency: {}", s.latency.line());
+        tracing::info!(
+            "stopped after {:.1}s: {} datagrams, {} flows decoded, {} rows written, {} malformed",
+            self.started.elapsed().as_secs_f64(),
+            s.shard.datagrams,
+            s.shard.flows,
+            s.writer.rows_written,
+            s.malformed.total()
+        );
+        drop(self.database.take());
+        Ok(s)
     }
-    // Every recorder has been dropped with its thread; this interval holds the rest.
-    collect(&mut latency, &mut interval_start, Duration::ZERO)?;
-    let mut s = counters.snapshot(handoff.depth());
-    s.latency = latency.summary();
-    log_stats(&s, &prev, last_stats.elapsed(), handoff.depth_capacity());
-    tracing::info!("latency: {}", s.latency.line());
-    tracing::info!(
-        "stopped after {:.1}s: {} datagrams, {} flows decoded, {} rows written, {} malformed",
-        started.elapsed().as_secs_f64(),
-        s.datagrams,
-        s.flows,
-        s.rows_written,
-        s.malformed.total
-    );
-    drop(database);
-    Ok(s)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::recv::Backend;
+use crate::ingest::recv::Backend;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,14 +88,7 @@ pub struct DbArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Where the database is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbTarget {
-    /// A configured server: this connection string.
-    Configured(String),
-    /// No server configured: start a private one in this directory, use this database.
-    Private { dir: PathBuf, dbname: String },
-}
+pub use crate::store::db::DbTarget;
 
 impl DbArgs {
     pub fn target(&self) -> DbTarget {
@@ -132,8 +125,7 @@ fn quote(v: &str) -> String {
 }
 
 fn default_data_dir() -> PathBuf {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::is_root() {
         return PathBuf::from("/var/lib/nfpg");
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {

@@ -1,25 +1,27 @@
 //! nfpg: a NetFlow collector that stores every flow record in PostgreSQL.
 //!
-//! Data path: [`recv`] (one socket per [`shard`]) → [`v5`] decode into [`batch::FlowBatch`]
-//! columns → [`pipeline`] queues → [`writer`] threads streaming [`copy`] tuples into
-//! PostgreSQL. Around it: [`collector`] (start and orderly stop), [`config`], [`db`]
-//! (migrations), [`pgserver`] (the private server used when none is configured),
-//! [`exporters`] (per-exporter statistics and sequence loss), [`stats`].
-pub mod batch;
+//! The pipeline, in order (each folder depends only on those before it; ARCHITECTURE.md
+//! has the map and the invariants):
+//!
+//! 1. [`ingest`]: one pinned [`ingest::shard`] thread per SO_REUSEPORT socket receives
+//!    batches of datagrams through [`ingest::recv`] (io_uring or recvmmsg);
+//! 2. [`decode`]: each datagram into columns, with the pure decoders of `nfpg-wire`;
+//! 3. [`flow`]: sealed [`flow::batch::FlowBatch`]es travel to the writers over the
+//!    lock-free [`flow::handoff`] queues;
+//! 4. [`store`]: writer threads stream them into PostgreSQL with binary COPY, exactly once;
+//! 5. [`obs`]: counters, latency histograms, metrics and per-exporter statistics, written by
+//!    the stages above and read by the reporting side.
+//!
+//! At the top only wiring: [`config`] (the command line), [`collector`] (start and orderly
+//! stop), [`cmd`] (the other sub-commands) and [`sys`] (the few libc calls outside the
+//! receive backends).
+
+pub mod cmd;
 pub mod collector;
 pub mod config;
-pub mod copy;
-pub mod db;
-pub mod exporters;
-pub mod histreport;
-pub mod inspect;
-pub mod latency;
-pub mod metrics;
-pub mod pcap;
-pub mod pgserver;
-pub mod pipeline;
-pub mod recv;
-pub mod shard;
-pub mod stats;
-pub mod v5;
-pub mod writer;
+pub mod decode;
+pub mod flow;
+pub mod ingest;
+pub mod obs;
+pub mod store;
+pub mod sys;

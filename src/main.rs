@@ -7,7 +7,7 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use nfpg::config::{tracing_level, Cli, Command, LogArgs};
-use nfpg::{collector, db, inspect};
+use nfpg::{cmd, collector};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,18 +62,18 @@ fn main() {
         Some(Command::Run(args)) => args,
         Some(Command::Migrate { db: dbargs, log }) => {
             let _guard = init_logging(&log).ok().flatten();
-            if let Err(e) = migrate(&dbargs) {
+            if let Err(e) = cmd::migrate::run(&dbargs) {
                 eprintln!("nfpg migrate: {e:#}");
                 std::process::exit(1);
             }
             return;
         }
         Some(Command::Exporters { db: dbargs }) => {
-            exit_on_error("nfpg exporters", exporters(&dbargs));
+            exit_on_error("nfpg exporters", cmd::exporters::run(&dbargs));
             return;
         }
         Some(Command::Hist { file, plot, title }) => {
-            exit_on_error("nfpg hist", hist(&file, plot.as_deref(), &title));
+            exit_on_error("nfpg hist", cmd::hist::hist(&file, plot.as_deref(), &title));
             return;
         }
         None => cli.run,
@@ -93,7 +93,7 @@ fn main() {
     }
     let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, signals.report.clone());
     let result = if run_args.test {
-        inspect::test_mode(&run_args)
+        cmd::test_mode::test_mode(&run_args)
     } else {
         collector::run(&run_args, signals).and_then(|summary| {
             let json = serde_json::to_string(&summary)?;
@@ -116,81 +116,4 @@ fn exit_on_error(what: &str, r: Result<()>) {
         eprintln!("{what}: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn hist(file: &std::path::Path, plot: Option<&std::path::Path>, title: &str) -> Result<()> {
-    let (merged, intervals) = nfpg::histreport::read_log(file)?;
-    print!("{}", nfpg::histreport::table(&merged, intervals));
-    if let Some(out) = plot {
-        std::fs::write(out, nfpg::histreport::svg(&merged, title))?;
-        println!("plot written to {}", out.display());
-    }
-    Ok(())
-}
-
-fn exporters(args: &nfpg::config::DbArgs) -> Result<()> {
-    let schema = db::Schema::new(&args.schema)?;
-    let database = collector::open_database(&args.target())?;
-    let mut client = db::connect(&database.conninfo)?;
-    let rows = client.query(
-        &schema.render(
-            "SELECT host(exporter), engine_type, engine_id, netflow_version, sampling_interval,
-                    datagrams, flows, flows_lost,
-                    CASE WHEN flows + flows_lost > 0 THEN 100.0 * flows_lost / (flows + flows_lost) ELSE 0 END::float8,
-                    restarts, datagrams_per_s,
-                    to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                    to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                    extract(epoch FROM now() - last_seen)::int8
-             FROM {schema}.exporters ORDER BY flows DESC",
-        ),
-        &[],
-    )?;
-    println!(
-        "{:<39} {:>7} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9}",
-        "exporter",
-        "engine",
-        "ver",
-        "samp",
-        "datagrams",
-        "flows",
-        "lost",
-        "lost%",
-        "restarts",
-        "dgram/s",
-        "last seen (UTC)",
-        "silent s"
-    );
-    for r in &rows {
-        println!(
-            "{:<39} {:>7} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9}",
-            r.get::<_, String>(0),
-            format!("{}/{}", r.get::<_, i16>(1), r.get::<_, i16>(2)),
-            r.get::<_, Option<i16>>(3).unwrap_or(0),
-            r.get::<_, Option<i32>>(4).unwrap_or(0),
-            r.get::<_, i64>(5),
-            r.get::<_, i64>(6),
-            r.get::<_, i64>(7),
-            r.get::<_, f64>(8),
-            r.get::<_, i64>(9),
-            r.get::<_, Option<f64>>(10).unwrap_or(0.0),
-            r.get::<_, String>(12),
-            r.get::<_, i64>(13),
-        );
-    }
-    println!("{} exporters", rows.len());
-    Ok(())
-}
-
-fn migrate(args: &nfpg::config::DbArgs) -> Result<()> {
-    let schema = db::Schema::new(&args.schema)?;
-    let database = collector::open_database(&args.target())?;
-    let mut client = db::connect(&database.conninfo)?;
-    let applied = db::migrate(&mut client, &schema)?;
-    db::ensure_partitions(&mut client, &schema, 3)?;
-    if applied.is_empty() {
-        println!("schema {} is up to date", schema.name());
-    } else {
-        println!("applied: {}", applied.join(", "));
-    }
-    Ok(())
 }

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nfpg::pipeline::Handoff;
-use nfpg::recv::{self, Backend};
-use nfpg::shard::{self, ShardConfig};
-use nfpg::stats::{Counters, ShardCounters};
+use nfpg::flow::handoff::Handoff;
+use nfpg::ingest::recv::{self, Backend};
+use nfpg::ingest::shard::{self, ShardConfig};
+use nfpg::obs::stats::{Counters, ShardCounters};
 
 // ---------------------------------------------------------------------------------------
 // The counting allocator.
@@ -84,6 +84,7 @@ struct CountingAlloc;
 // `System`'s guarantees hold; the bookkeeping around it touches only atomics and const
 // thread-locals (no destructors), and allocations made while recording a backtrace are not
 // recorded again (`BUSY`), so it cannot recurse without end.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_alloc(layout.size());
@@ -210,31 +211,41 @@ const RECORDS: usize = 30;
 
 /// A valid v5 datagram of 30 records, fields varied by `seed`.
 fn valid_datagram(seed: u32) -> Vec<u8> {
+    use nfpg_wire::v5::encode::{datagram, Header, Record};
     let uptime = 1_000_000 + seed;
-    let mut d = Vec::with_capacity(24 + 48 * RECORDS);
-    d.extend_from_slice(&5u16.to_be_bytes());
-    d.extend_from_slice(&(RECORDS as u16).to_be_bytes());
-    d.extend_from_slice(&uptime.to_be_bytes());
-    d.extend_from_slice(&1_700_000_000u32.wrapping_add(seed).to_be_bytes());
-    d.extend_from_slice(&(seed * 1_000_000 % 1_000_000_000).to_be_bytes());
-    d.extend_from_slice(&(seed * RECORDS as u32).to_be_bytes());
-    d.extend_from_slice(&[0, (seed % 3) as u8, 0, 0]);
-    for r in 0..RECORDS as u32 {
-        let i = seed.wrapping_mul(31).wrapping_add(r);
-        d.extend_from_slice(&(0x0a00_0000 | (i & 0xffff)).to_be_bytes());
-        d.extend_from_slice(&(0xc000_0200 | (i % 250)).to_be_bytes());
-        d.extend_from_slice(&0x0a00_0001u32.to_be_bytes());
-        d.extend_from_slice(&[0, 1, 0, 2]);
-        d.extend_from_slice(&(1 + i % 50).to_be_bytes());
-        d.extend_from_slice(&(40 * (1 + i % 50)).to_be_bytes());
-        d.extend_from_slice(&uptime.wrapping_sub(2000 + i % 100).to_be_bytes());
-        d.extend_from_slice(&uptime.wrapping_sub(1000).to_be_bytes());
-        d.extend_from_slice(&(1024 + (i % 60_000) as u16).to_be_bytes());
-        d.extend_from_slice(&[80u16, 443, 53, 22][(i % 4) as usize].to_be_bytes());
-        d.extend_from_slice(&[0, 0x1b, if i % 4 == 2 { 17 } else { 6 }, 0]);
-        d.extend_from_slice(&[0, 0, 0, 0, 24, 24, 0, 0]);
-    }
-    d
+    let header = Header {
+        sys_uptime: uptime,
+        unix_secs: 1_700_000_000u32.wrapping_add(seed),
+        unix_nsecs: seed * 1_000_000 % 1_000_000_000,
+        flow_sequence: seed * RECORDS as u32,
+        engine_type: 0,
+        engine_id: (seed % 3) as u8,
+        sampling_interval: 0,
+    };
+    let records: Vec<Record> = (0..RECORDS as u32)
+        .map(|r| {
+            let i = seed.wrapping_mul(31).wrapping_add(r);
+            Record {
+                src_addr: (0x0a00_0000 | (i & 0xffff)).to_be_bytes(),
+                dst_addr: (0xc000_0200 | (i % 250)).to_be_bytes(),
+                next_hop: 0x0a00_0001u32.to_be_bytes(),
+                input: 1,
+                output: 2,
+                packets: 1 + i % 50,
+                octets: 40 * (1 + i % 50),
+                first: uptime.wrapping_sub(2000 + i % 100),
+                last: uptime.wrapping_sub(1000),
+                src_port: 1024 + (i % 60_000) as u16,
+                dst_port: [80u16, 443, 53, 22][(i % 4) as usize],
+                tcp_flags: 0x1b,
+                protocol: if i % 4 == 2 { 17 } else { 6 },
+                src_mask: 24,
+                dst_mask: 24,
+                ..Record::default()
+            }
+        })
+        .collect();
+    datagram(&header, &records)
 }
 
 /// One malformed datagram of each kind the decoder rejects.
@@ -287,7 +298,7 @@ impl Rig {
         // Made on this thread: creating recorders allocates; recording does not (a recorder
         // hands its histogram over only when the collector collects an interval, every
         // --hist-interval, which this test never does).
-        let latency = nfpg::latency::Latency::new();
+        let latency = nfpg::obs::latency::Latency::new();
         let recorders = latency.recorders();
         let shard = {
             let (handoff, counters, stop) = (handoff.clone(), counters.clone(), stop.clone());

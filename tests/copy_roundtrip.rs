@@ -3,15 +3,15 @@
 
 mod common;
 
-use nfpg::batch::{addr_to_u128, DatagramInfo, DatagramMeta, FlowBatch};
-use nfpg::copy;
-use nfpg::db::{migrate, Schema};
+use nfpg::flow::batch::{addr_to_u128, Columns, DatagramInfo, DatagramMeta};
+use nfpg::store::copy;
+use nfpg::store::db::{migrate, Schema};
 use std::io::Write;
 use std::net::IpAddr;
 
 const PG_EPOCH_MS: i64 = 946_684_800_000;
 
-fn push_flow(b: &mut FlowBatch, dg: usize, start_ms: i64, src: &str, dst: &str, max: bool) {
+fn push_flow(b: &mut Columns, dg: usize, start_ms: i64, src: &str, dst: &str, max: bool) {
     let v = |x: u32| if max { x } else { 1 };
     b.flow_start_ms.push(start_ms);
     b.flow_end_ms.push(start_ms + 1);
@@ -41,7 +41,7 @@ fn encoder_round_trips_through_postgresql() {
     let mut c = db.client();
     migrate(&mut c, &schema).unwrap();
 
-    let mut b = FlowBatch::with_capacity(64);
+    let mut b = Columns::with_capacity(64);
     let exporter6: IpAddr = "2001:db8::53".parse().unwrap();
     b.datagrams.push(DatagramInfo {
         exporter: addr_to_u128(exporter6),
@@ -89,7 +89,7 @@ fn encoder_round_trips_through_postgresql() {
         exporter: addr_to_u128("192.0.2.1".parse().unwrap()),
         received_us: 1_700_000_000_000_000,
     };
-    nfpg::v5::decode(&d, &meta, &mut b).unwrap();
+    nfpg_wire::v5::decode(&d, &meta, &mut b).unwrap();
 
     let mut data = copy::HEADER.to_vec();
     copy::encode_rows(&b, &mut data);
@@ -124,13 +124,13 @@ fn encoder_round_trips_through_postgresql() {
         assert_eq!(r.get::<_, i64>(0), b.flow_start_ms[i], "flow_start row {i}");
         assert_eq!(r.get::<_, i64>(1), b.flow_end_ms[i]);
         let host = |v: u128| {
-            let ip = nfpg::batch::u128_to_addr(v);
+            let ip = nfpg::flow::batch::u128_to_addr(v);
             format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
         };
         assert_eq!(r.get::<_, String>(2), host(b.src_addr[i]));
         assert_eq!(r.get::<_, String>(3), host(b.dst_addr[i]));
         assert_eq!(r.get::<_, String>(4), host(b.next_hop[i]));
-        let fam = if nfpg::batch::u128_to_addr(b.dst_addr[i]).is_ipv4() {
+        let fam = if nfpg::flow::batch::u128_to_addr(b.dst_addr[i]).is_ipv4() {
             4
         } else {
             6
@@ -192,20 +192,20 @@ fn encoder_round_trips_through_postgresql() {
 /// is refused by the marker's primary key and no row is stored twice.
 #[test]
 fn a_retried_copy_is_stored_once() {
-    use nfpg::writer::{PgSink, Sink};
+    use nfpg::store::writer::{PgSink, Sink};
     let db = common::TestDb::start();
     let schema = Schema::new("netflow").unwrap();
     let mut c = db.client();
     migrate(&mut c, &schema).unwrap();
-    nfpg::db::ensure_partitions(&mut c, &schema, 1).unwrap();
+    nfpg::store::db::ensure_partitions(&mut c, &schema, 1).unwrap();
     let file = std::fs::read(common::fixture("softflowd-v5.pcap")).unwrap();
-    let mut b = FlowBatch::with_capacity(1024);
+    let mut b = Columns::with_capacity(1024);
     let meta = DatagramMeta {
         exporter: addr_to_u128("127.0.0.1".parse().unwrap()),
         received_us: 1_800_000_000_000_000,
     };
-    for p in nfpg::pcap::udp_packets(&file).unwrap() {
-        nfpg::v5::decode(&p.payload, &meta, &mut b).unwrap();
+    for p in nfpg_wire::pcap::udp_packets(&file).unwrap() {
+        nfpg_wire::v5::decode(&p.payload, &meta, &mut b).unwrap();
     }
     let mut data = copy::HEADER.to_vec();
     copy::encode_rows(&b, &mut data);

@@ -11,7 +11,7 @@ use common::*;
 
 /// The receive backends a test runs with; io_uring only where the kernel allows it.
 fn backends() -> Vec<&'static str> {
-    match nfpg::recv::uring_supported() {
+    match nfpg::ingest::recv::uring_supported() {
         Ok(()) => vec!["uring", "mmsg"],
         Err(why) => {
             eprintln!("skipping --recv uring: {why}");
@@ -101,7 +101,7 @@ fn expected_rows() -> Vec<Vec<String>> {
 
 fn fixture_datagrams() -> Vec<Vec<u8>> {
     let file = std::fs::read(fixture("softflowd-v5.pcap")).unwrap();
-    nfpg::pcap::udp_packets(&file)
+    nfpg_wire::pcap::udp_packets(&file)
         .unwrap()
         .into_iter()
         .map(|p| p.payload)
@@ -261,8 +261,7 @@ fn live_softflowd_totals_equal_nfdump() {
     );
     let teed = tee.join().unwrap();
     assert!(teed > 0, "softflowd sent nothing");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(nfcapd.id() as i32, libc::SIGTERM) };
+    common::send_signal(nfcapd.id() as i32, libc::SIGTERM);
     nfcapd.wait().unwrap();
     let summary = nfpg.stop();
     let nfdump = nfdump_totals(work.path());
@@ -476,12 +475,12 @@ fn private_database_when_none_is_configured() {
     let summary = nfpg.stop();
     assert_eq!(summary["rows_written"], 682);
     // The server was stopped with nfpg; start it again to look.
-    let db = nfpg::collector::open_database(&nfpg::config::DbTarget::Private {
+    let db = nfpg::store::db::open_database(&nfpg::config::DbTarget::Private {
         dir: dir.path().to_path_buf(),
         dbname: "netflow_db".into(),
     })
     .unwrap();
-    let mut c = nfpg::db::connect(&db.conninfo).unwrap();
+    let mut c = nfpg::store::db::connect(&db.conninfo).unwrap();
     let n: i64 = c
         .query_one("SELECT count(*) FROM netflow.flows", &[])
         .unwrap()
@@ -625,8 +624,7 @@ fn dotenv_and_environment_configure_the_collector() {
             .map(|r| r.get::<_, bool>(0))
             .unwrap_or(false)
     });
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::send_signal(child.id() as i32, libc::SIGTERM);
     let status = child.wait().unwrap();
     assert!(
         stored,

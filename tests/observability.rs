@@ -49,9 +49,9 @@ fn histogram_log_counts_every_flow() {
         .log()
         .contains("latency: receive_to_seal")));
     let s = nfpg.stop();
-    let (merged, intervals) = nfpg::histreport::read_log(&log).unwrap();
+    let (merged, intervals) = nfpg::obs::histreport::read_log(&log).unwrap();
     assert!(intervals >= 2, "several intervals: {intervals}");
-    for stage in nfpg::latency::Stage::ALL {
+    for stage in nfpg::obs::latency::Stage::ALL {
         assert!(
             merged.contains_key(stage.tag()),
             "stage {} in the log",

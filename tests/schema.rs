@@ -3,7 +3,7 @@
 
 mod common;
 
-use nfpg::db::{ensure_partitions, index_closed_partitions, migrate, Schema};
+use nfpg::store::db::{ensure_partitions, index_closed_partitions, migrate, Schema};
 
 #[test]
 fn partitions_indexes_and_retention() {
@@ -11,7 +11,7 @@ fn partitions_indexes_and_retention() {
     let schema = Schema::new("netflow").unwrap();
     let mut c = db.client();
     let applied = migrate(&mut c, &schema).unwrap();
-    assert_eq!(applied.len(), nfpg::db::MIGRATIONS.len());
+    assert_eq!(applied.len(), nfpg::store::db::MIGRATIONS.len());
     assert!(
         migrate(&mut c, &schema).unwrap().is_empty(),
         "migrations apply once"

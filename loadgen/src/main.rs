@@ -1,16 +1,16 @@
 //! `nfpg-loadgen`: a NetFlow v5 load source for nfpg, with exact totals.
 //!
 //! Owns the command line, the checks on it (loopback only, bounded runs), and the one JSON
-//! report printed at the end. The work is in the modules: `v5` (wire encoding), `traffic`
-//! (deterministic exporters and field distributions), `send` (paced `sendmmsg` threads and
-//! replay), `pcap` (capture reading) and `verify` (PostgreSQL comparison).
+//! report printed at the end. The work is in the modules: `traffic` (deterministic
+//! exporters and field distributions), `send` (paced `sendmmsg` threads and replay) and
+//! `verify` (PostgreSQL comparison); the v5 encoding and the capture reader are
+//! `nfpg-wire`'s.
 //!
 //! Exit status: 0 on success (and `--verify` found nothing lost), 1 if `--verify` found a
 //! difference, 2 on any error.
 
 mod send;
 mod traffic;
-mod v5;
 mod verify;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use nfpg_wire::v5::encode as v5;
 use serde_json::{json, Value};
 
 /// Synthetic NetFlow v5 load for nfpg: several exporters, paced, reproducible, with exact
@@ -154,8 +155,8 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 
 fn run_replay(cli: &Cli, file: &PathBuf) -> Result<Value> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let found =
-        nfpg::pcap::udp_packets(&bytes).with_context(|| format!("parsing {}", file.display()))?;
+    let found = nfpg_wire::pcap::udp_packets(&bytes)
+        .with_context(|| format!("parsing {}", file.display()))?;
     let mut payloads: Vec<Vec<u8>> = found
         .into_iter()
         .filter(|p| {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::traffic::{Built, Exporter, Profile};
-use crate::v5;
+use nfpg_wire::v5::encode as v5;
 
 /// Datagrams, flows, packets and bytes: what every counter in the report adds up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -561,6 +561,7 @@ pub fn replay(
 }
 
 /// The crate's only `unsafe` code: `sendmmsg` message arrays and packet-info control messages.
+#[allow(unsafe_code)]
 mod sys {
     use std::io;
     use std::mem::size_of;

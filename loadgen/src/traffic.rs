@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::v5;
+use nfpg_wire::v5::encode as v5;
 
 /// splitmix64: turns a seed into well-mixed state words.
 fn splitmix64(state: &mut u64) -> u64 {

@@ -122,15 +122,9 @@ fn drop_every_with(mode: &str) {
 
 #[test]
 fn replays_the_softflowd_fixture_with_current_time() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fixture = [
-        dir.join("../shared/fixtures"),
-        dir.join("../../shared/fixtures"),
-    ]
-    .into_iter()
-    .map(|d| d.join("softflowd-v5.pcap"))
-    .find(|p| p.exists())
-    .expect("shared/fixtures/softflowd-v5.pcap");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/softflowd-v5.pcap");
+    assert!(fixture.is_file(), "{} missing", fixture.display());
     let (sock, addr) = sink(false);
     let target = addr.to_string();
     let reader = std::thread::spawn(move || drain(&sock, 1000));

@@ -31,6 +31,7 @@ fn udp_listening(port: u16) -> bool {
 }
 
 /// Sends SIGTERM (nfcapd flushes its current file on it) and waits, bounded, for the exit.
+#[allow(unsafe_code)]
 fn terminate(child: &mut Child) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped), so it cannot name

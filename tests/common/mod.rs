@@ -9,19 +9,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nfpg::collector::{open_database, Database};
 use nfpg::config::DbTarget;
+use nfpg::store::db::{open_database, Database};
 
 pub fn fixture(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
+        .join("fixtures")
         .join(name);
-    assert!(
-        p.is_file(),
-        "fixture {} missing (shared/ must sit beside the checkout)",
-        p.display()
-    );
+    assert!(p.is_file(), "fixture {} missing", p.display());
     p
+}
+
+/// Sends `sig` to `pid`, a child process of this test.
+#[allow(unsafe_code)]
+pub fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory preconditions; the callers pass their own children's
+    // pids, which cannot be reused while the child is not yet reaped.
+    unsafe { libc::kill(pid, sig) };
 }
 
 /// Fails the test with the install hint when a Debian tool is missing.
@@ -60,7 +64,7 @@ impl TestDb {
     }
 
     pub fn client(&self) -> postgres::Client {
-        nfpg::db::connect(&self.db.conninfo).expect("connect")
+        nfpg::store::db::connect(&self.db.conninfo).expect("connect")
     }
 
     /// Stops the server, waits `pause`, starts it again on the same directory and socket.
@@ -68,8 +72,9 @@ impl TestDb {
         let server = self.db.server.as_mut().expect("a private server");
         server.stop().expect("stop PostgreSQL");
         std::thread::sleep(pause);
-        self.db.server =
-            Some(nfpg::pgserver::PgServer::start(self._dir.path()).expect("restart PostgreSQL"));
+        self.db.server = Some(
+            nfpg::store::pgserver::PgServer::start(self._dir.path()).expect("restart PostgreSQL"),
+        );
     }
 
     pub fn count(&self, sql: &str) -> i64 {
@@ -165,8 +170,7 @@ impl Nfpg {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.pid(), sig) };
+        send_signal(self.pid(), sig);
     }
 
     /// SIGTERM, wait for a clean exit (status 0), return the final statistics.
@@ -236,30 +240,37 @@ pub fn v5_datagram(
     sampling: u16,
     recs: &[Rec],
 ) -> Vec<u8> {
-    let mut d = Vec::with_capacity(24 + 48 * recs.len());
-    d.extend_from_slice(&5u16.to_be_bytes());
-    d.extend_from_slice(&(recs.len() as u16).to_be_bytes());
-    d.extend_from_slice(&uptime.to_be_bytes());
-    d.extend_from_slice(&unix_secs.to_be_bytes());
-    d.extend_from_slice(&0u32.to_be_bytes());
-    d.extend_from_slice(&sequence.to_be_bytes());
-    d.extend_from_slice(&[0, engine_id]);
-    d.extend_from_slice(&sampling.to_be_bytes());
-    for r in recs {
-        d.extend_from_slice(&r.src);
-        d.extend_from_slice(&r.dst);
-        d.extend_from_slice(&[0, 0, 0, 0]);
-        d.extend_from_slice(&[0, 1, 0, 2]);
-        d.extend_from_slice(&r.packets.to_be_bytes());
-        d.extend_from_slice(&r.bytes.to_be_bytes());
-        d.extend_from_slice(&uptime.wrapping_sub(2000).to_be_bytes());
-        d.extend_from_slice(&uptime.wrapping_sub(1000).to_be_bytes());
-        d.extend_from_slice(&r.sport.to_be_bytes());
-        d.extend_from_slice(&r.dport.to_be_bytes());
-        d.extend_from_slice(&[0, 0x1b, r.proto, 0]);
-        d.extend_from_slice(&[0, 0, 0, 0, 24, 24, 0, 0]);
-    }
-    d
+    use nfpg_wire::v5::encode::{datagram, Header, Record};
+    let header = Header {
+        sys_uptime: uptime,
+        unix_secs,
+        unix_nsecs: 0,
+        flow_sequence: sequence,
+        engine_type: 0,
+        engine_id,
+        sampling_interval: sampling,
+    };
+    let records: Vec<Record> = recs
+        .iter()
+        .map(|r| Record {
+            src_addr: r.src,
+            dst_addr: r.dst,
+            input: 1,
+            output: 2,
+            packets: r.packets,
+            octets: r.bytes,
+            first: uptime.wrapping_sub(2000),
+            last: uptime.wrapping_sub(1000),
+            src_port: r.sport,
+            dst_port: r.dport,
+            tcp_flags: 0x1b,
+            protocol: r.proto,
+            src_mask: 24,
+            dst_mask: 24,
+            ..Record::default()
+        })
+        .collect();
+    datagram(&header, &records)
 }
 
 pub fn now_secs() -> u32 {

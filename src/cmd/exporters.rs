@@ -1,0 +1,49 @@
+//! `nfpg exporters`: the exporters table as an aligned listing.
+
+use anyhow::Result;
+
+use crate::config::DbArgs;
+use crate::store::db::{self, open_database, Schema};
+use crate::store::exporters;
+
+/// Prints every exporter, busiest first.
+pub fn run(args: &DbArgs) -> Result<()> {
+    let schema = Schema::new(&args.schema)?;
+    let database = open_database(&args.target())?;
+    let mut client = db::connect(&database.conninfo)?;
+    let rows = exporters::list(&mut client, &schema)?;
+    println!(
+        "{:<39} {:>7} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9}",
+        "exporter",
+        "engine",
+        "ver",
+        "samp",
+        "datagrams",
+        "flows",
+        "lost",
+        "lost%",
+        "restarts",
+        "dgram/s",
+        "last seen (UTC)",
+        "silent s"
+    );
+    for r in &rows {
+        println!(
+            "{:<39} {:>7} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9}",
+            r.exporter,
+            format!("{}/{}", r.engine_type, r.engine_id),
+            r.version,
+            r.sampling_interval,
+            r.datagrams,
+            r.flows,
+            r.flows_lost,
+            r.lost_percent,
+            r.restarts,
+            r.datagrams_per_s,
+            r.last_seen_utc,
+            r.silent_s,
+        );
+    }
+    println!("{} exporters", rows.len());
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The UDP socket each shard owns: SO_REUSEPORT so every shard binds the same address, a
+//! large receive buffer, and SO_RXQ_OVFL so the kernel reports its drops.
+//!
+//! Also what the kernel says about those sockets, for the shards' metrics: how one reuseport
+//! group spreads datagrams ([`attach_spread_cbpf`] for `--balance spread`), and drop counters
+//! per socket ([`udp_drops_for_socket`]); the system-wide count is in `crate::obs::host`.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A bound shard socket and what the kernel granted.
+pub struct BoundSocket {
+    pub socket: UdpSocket,
+    /// SO_RCVBUF as the kernel reports it (it doubles the request and caps it at
+    /// `net.core.rmem_max` unless SO_RCVBUFFORCE was allowed).
+    pub rcvbuf: usize,
+}
+
+/// Binds a UDP socket to `addr` with SO_REUSEPORT, asking for `rcvbuf` bytes of receive
+/// buffer. With CAP_NET_ADMIN, SO_RCVBUFFORCE lifts the `rmem_max` cap; otherwise the plain
+/// request is capped and the caller warns with the figure it got.
+pub fn bind_reuseport(addr: SocketAddr, rcvbuf: usize) -> io::Result<BoundSocket> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        // `[::]` serves IPv4 exporters too (as v4-mapped sources) where the OS allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    let half = (rcvbuf / 2).min(i32::MAX as usize) as libc::c_int;
+    if rcvbuf > 0 && set_int_opt(&socket, libc::SO_RCVBUFFORCE, half).is_err() {
+        socket.set_recv_buffer_size(rcvbuf / 2)?;
+    }
+    // Best effort: a kernel without SO_RXQ_OVFL just leaves the drop count unknown.
+    let _ = set_int_opt(&socket, libc::SO_RXQ_OVFL, 1);
+    socket.bind(&addr.into())?;
+    let granted = socket.recv_buffer_size()?;
+    Ok(BoundSocket {
+        socket: socket.into(),
+        rcvbuf: granted,
+    })
+}
+
+/// Sets an integer SOL_SOCKET option that socket2 does not wrap.
+fn set_int_opt(socket: &Socket, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (not in the libc crate for Linux); 51 on every architecture
+/// but sparc (0x35) and parisc (0x402D, unsupported here).
+#[cfg(not(target_arch = "sparc64"))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+#[cfg(target_arch = "sparc64")]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x35;
+
+/// `--balance spread`: makes the kernel pick a random socket of `socket`'s reuseport group for
+/// every datagram instead of hashing the 4-tuple, so one busy exporter is spread over all
+/// `shards` shards (safe for v5: no templates tie an exporter to one decoder).
+///
+/// The classic BPF program is `A = random u32; A %= shards; return A`; its result is an index
+/// into the group's socket array, which is in bind order. **Attach it after all `shards`
+/// sockets of the group are bound:** an index past the sockets bound so far makes the kernel
+/// fall back to the hash for that datagram, and closing a socket reorders the array. Attaching
+/// to any one socket of the group sets the program for the whole group.
+pub fn attach_spread_cbpf(socket: &UdpSocket, shards: u32) -> io::Result<()> {
+    if shards == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a reuseport group needs at least one shard",
+        ));
+    }
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut program = [
+        op(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        ),
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, shards),
+        op(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads one sock_fprog whose filter points at `program`, both live on
+    // this stack frame for the call; the kernel copies the program before returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Datagrams the kernel dropped on `socket` (receive buffer full, or a failed checksum), from
+/// the `drops` column of /proc/net/udp or udp6 for the socket's inode: a running total that,
+/// unlike SO_RXQ_OVFL, does not wait for the next datagram to be read. None if not found.
+pub fn udp_drops_for_socket(socket: &UdpSocket) -> Option<u64> {
+    SocketDrops::new(socket)?.read()
+}
+
+/// A socket's running count of kernel drops, from the SO_RXQ_OVFL value that comes with
+/// each datagram and from /proc (which also sees drops after the last datagram).
+pub struct DropCount {
+    total: Option<u64>,
+    reader: Option<SocketDrops>,
+}
+
+impl DropCount {
+    pub fn new(socket: &UdpSocket) -> Self {
+        Self {
+            total: None,
+            reader: SocketDrops::new(socket),
+        }
+    }
+
+    /// Takes the SO_RXQ_OVFL value a datagram carried.
+    #[inline]
+    pub fn note(&mut self, drops: u32) {
+        self.raise(u64::from(drops));
+    }
+
+    /// Re-reads /proc/net/udp (no allocation after the first call).
+    pub fn refresh(&mut self) {
+        if let Some(d) = self.reader.as_mut().and_then(SocketDrops::read) {
+            self.raise(d);
+        }
+    }
+
+    pub fn get(&self) -> Option<u64> {
+        self.total
+    }
+
+    fn raise(&mut self, d: u64) {
+        self.total = Some(self.total.map_or(d, |t| t.max(d)));
+    }
+}
+
+/// Reads one socket's `drops` column from /proc/net/udp (or udp6) without allocating after
+/// the first read: the inode is found once, the file is read into a buffer kept between
+/// calls, and lines are scanned in place. The shards call it about once a second.
+pub struct SocketDrops {
+    inode: u64,
+    buf: Vec<u8>,
+}
+
+impl SocketDrops {
+    pub fn new(socket: &UdpSocket) -> Option<Self> {
+        // SAFETY: libc::stat is plain old data; all-zero is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into a live local; the fd is open for `socket`'s life.
+        if unsafe { libc::fstat(socket.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        Some(Self {
+            inode: st.st_ino,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// The kernel's drop count for the socket, if it is listed.
+    pub fn read(&mut self) -> Option<u64> {
+        use std::io::Read;
+        for path in ["/proc/net/udp", "/proc/net/udp6"] {
+            self.buf.clear();
+            let mut file = std::fs::File::open(path).ok()?;
+            file.read_to_end(&mut self.buf).ok()?;
+            let text = std::str::from_utf8(&self.buf).ok()?;
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            for line in text.lines().skip(1) {
+                let mut fields = line.split_ascii_whitespace();
+                if fields.nth(9).and_then(|f| f.parse::<u64>().ok()) == Some(self.inode) {
+                    return fields.nth(2)?.parse().ok();
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `net.core.rmem_max`, for the start-up warning when the receive buffer was capped.
+pub fn rmem_max() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Converts a `sockaddr_storage` filled by the kernel into a `SocketAddr`.
+pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote an AF_INET address, so the storage holds a sockaddr_in;
+            // sockaddr_storage is large and aligned enough for it.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for AF_INET6 and sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Binds `n` reuseport sockets to one loopback port, in order.
+    fn group(n: usize) -> (Vec<UdpSocket>, SocketAddr) {
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let addr = first.socket.local_addr().unwrap();
+        let mut sockets = vec![first.socket];
+        for _ in 1..n {
+            sockets.push(bind_reuseport(addr, 1 << 20).unwrap().socket);
+        }
+        for s in &sockets {
+            s.set_nonblocking(true).unwrap();
+        }
+        (sockets, addr)
+    }
+
+    /// Sends `total` datagrams from one source socket in chunks, reading every socket of the
+    /// group empty after each chunk; returns how many each socket got.
+    fn spread_counts(sockets: &[UdpSocket], addr: SocketAddr, total: usize) -> Vec<usize> {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut counts = vec![0; sockets.len()];
+        let mut buf = [0u8; 64];
+        for chunk in 0..total / 250 {
+            for i in 0..250u32 {
+                tx.send_to(&(chunk as u32 * 250 + i).to_be_bytes(), addr)
+                    .unwrap();
+            }
+            for (s, count) in sockets.iter().zip(counts.iter_mut()) {
+                // Loopback delivers inside send_to, so everything sent is queued by now.
+                while s.recv_from(&mut buf).is_ok() {
+                    *count += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn spread_cbpf_uses_every_socket_for_one_source() {
+        let (sockets, addr) = group(4);
+        attach_spread_cbpf(&sockets[0], 4).unwrap();
+        let counts = spread_counts(&sockets, addr, 4000);
+        println!("spread over 4 sockets: {counts:?}");
+        assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), 4000);
+        for s in &sockets {
+            assert_eq!(udp_drops_for_socket(s), Some(0));
+        }
+    }
+
+    #[test]
+    fn default_hash_keeps_one_source_on_one_socket() {
+        let (sockets, addr) = group(4);
+        let counts = spread_counts(&sockets, addr, 1000);
+        println!("hash over 4 sockets: {counts:?}");
+        assert_eq!(counts.iter().filter(|&&c| c > 0).count(), 1, "{counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), 1000);
+    }
+
+    #[test]
+    fn spread_needs_a_shard() {
+        let (sockets, _) = group(1);
+        assert!(attach_spread_cbpf(&sockets[0], 0).is_err());
+    }
+
+    #[test]
+    fn proc_counters_are_readable() {
+        let (sockets, _) = group(1);
+        assert_eq!(udp_drops_for_socket(&sockets[0]), Some(0));
+        assert!(crate::obs::host::udp_rcvbuf_errors().is_some());
+    }
+}

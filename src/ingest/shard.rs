@@ -1,0 +1,341 @@
+//! A shard: one receive thread with its own socket, receiver and column batch.
+//!
+//! The loop receives a batch of datagrams, decodes each into the shard's current
+//! [`crate::flow::batch::FlowBatch`], and seals the batch onto the writers' queue when it cannot take another
+//! datagram or when `flush_interval` has passed since its first datagram. Counters are added
+//! once per receive call. Malformed datagrams are counted by reason, sampled into the batch
+//! (token bucket per exporter) and logged at most once per `LOG_EVERY`.
+//!
+//! On stop the shard drains what its socket already holds, seals its last batch and returns.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_utils::CachePadded;
+
+use super::recv::{Datagram, Receiver};
+use crate::decode::{self, DecodeError};
+use crate::flow::batch::{addr_to_u128, DatagramMeta, MalformedSample, SAMPLE_BYTES};
+use crate::flow::handoff::{Batch, Handoff};
+use crate::flow::reason::Reason;
+use crate::obs::latency::{Recorders, Stage};
+use crate::obs::stats::ShardCounters;
+
+/// At most one malformed-datagram log line per shard per this interval.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Longest a receive call blocks, so stop requests are seen promptly.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often the shard re-reads its socket's drop count from /proc.
+const DROP_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// On stop, how long a shard keeps draining a socket that is still being sent to.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// Malformed samples per exporter: burst, then one per `SAMPLE_REFILL`.
+const SAMPLE_BURST: f32 = 10.0;
+const SAMPLE_REFILL: Duration = Duration::from_secs(1);
+/// Exporters tracked by the sampler before it starts over (bounds its memory).
+const SAMPLER_MAX_EXPORTERS: usize = 16_384;
+
+pub struct ShardConfig {
+    pub id: usize,
+    /// This thread's latency recorders.
+    pub recorders: Recorders,
+    pub flush_interval: Duration,
+    /// Pin the thread to this core.
+    pub core: Option<core_affinity::CoreId>,
+}
+
+/// Rate limit for malformed samples, per exporter.
+struct Sampler {
+    buckets: HashMap<u128, (f32, Instant)>,
+}
+
+impl Sampler {
+    fn new() -> Self {
+        Self {
+            buckets: HashMap::with_capacity(1024),
+        }
+    }
+
+    fn allow(&mut self, exporter: u128, now: Instant) -> bool {
+        if self.buckets.len() >= SAMPLER_MAX_EXPORTERS && !self.buckets.contains_key(&exporter) {
+            self.buckets.clear();
+        }
+        let (tokens, last) = self.buckets.entry(exporter).or_insert((SAMPLE_BURST, now));
+        let refill = now.duration_since(*last).as_secs_f32() / SAMPLE_REFILL.as_secs_f32();
+        *tokens = (*tokens + refill).min(SAMPLE_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why the latest malformed datagram was rejected, for the rate-limited log line.
+#[derive(Clone, Copy, Debug)]
+enum Rejected {
+    Decode(DecodeError),
+    /// The kernel cut the datagram at this length (larger than the receive buffer).
+    Truncated(usize),
+}
+
+impl Rejected {
+    fn reason(&self) -> Reason {
+        match self {
+            Rejected::Decode(e) => Reason::from(e),
+            Rejected::Truncated(_) => Reason::Truncated,
+        }
+    }
+
+    /// The offending value, kept with a malformed sample.
+    fn detail(&self) -> u32 {
+        match self {
+            Rejected::Decode(e) => e.detail(),
+            Rejected::Truncated(len) => *len as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Decode(e) => e.fmt(f),
+            Rejected::Truncated(len) => {
+                write!(f, "datagram truncated by the receive buffer at {len} bytes")
+            }
+        }
+    }
+}
+
+/// What the shard counted since the last flush to its shared counters.
+#[derive(Default)]
+struct Local {
+    datagrams: u64,
+    decoded: u64,
+    flows: u64,
+    malformed: [u64; Reason::COUNT],
+    malformed_since_log: u64,
+    last_error: Option<(Rejected, SocketAddr)>,
+}
+
+struct State<'a> {
+    handoff: &'a Handoff,
+    counters: &'a ShardCounters,
+    batch: Batch,
+    flush_interval: Duration,
+    sampler: Sampler,
+    local: Local,
+    last_log: Instant,
+    id: usize,
+    recorders: Recorders,
+}
+
+impl State<'_> {
+    /// Decodes one datagram into the current batch, or counts and samples it as malformed.
+    fn on_datagram(&mut self, d: Datagram<'_>, received_us: i64, now: Instant) {
+        self.local.datagrams += 1;
+        if !self.batch.flows.has_room_for(decode::MAX_FLOWS) {
+            self.seal(now);
+        }
+        let exporter = addr_to_u128(d.source.ip());
+        let meta = DatagramMeta {
+            exporter,
+            received_us,
+        };
+        let result = if d.truncated {
+            Err(Rejected::Truncated(d.data.len()))
+        } else {
+            decode::datagram(d.data, &meta, &mut self.batch.flows).map_err(Rejected::Decode)
+        };
+        match result {
+            Ok(n) => {
+                self.local.decoded += 1;
+                self.local.flows += u64::from(n);
+                if self.batch.opened_at.is_none() {
+                    self.batch.opened_at = Some(now);
+                }
+            }
+            Err(e) => {
+                let reason = e.reason();
+                self.local.malformed[reason as usize] += 1;
+                self.local.malformed_since_log += 1;
+                self.local.last_error = Some((e, d.source));
+                if self.batch.has_room_for_sample() && self.sampler.allow(exporter, now) {
+                    let mut head = [0u8; SAMPLE_BYTES];
+                    let n = d.data.len().min(SAMPLE_BYTES);
+                    head[..n].copy_from_slice(&d.data[..n]);
+                    self.batch.malformed.push(MalformedSample {
+                        exporter,
+                        received_us,
+                        reason,
+                        detail: e.detail(),
+                        length: d.data.len() as u32,
+                        head_len: n as u8,
+                        head,
+                    });
+                    if self.batch.opened_at.is_none() {
+                        self.batch.opened_at = Some(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the current batch (if it holds anything) and takes an empty one.
+    fn seal(&mut self, now: Instant) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let (fresh, _) = match self.handoff.take_empty() {
+            Some(b) => (b, Duration::ZERO),
+            None => self.handoff.take_empty_wait(),
+        };
+        let mut sealed = std::mem::replace(&mut self.batch, fresh);
+        sealed.sealed_at = Some(now);
+        if let Some(opened) = sealed.opened_at {
+            self.recorders
+                .record_duration(Stage::ReceiveToSeal, now.saturating_duration_since(opened));
+        }
+        self.recorders.record(Stage::BatchFill, sealed.len() as u64);
+        if self.handoff.push_full_wait(sealed) {
+            self.counters.queue_full.fetch_add(1, Relaxed);
+        }
+        self.counters.batches.fetch_add(1, Relaxed);
+    }
+
+    fn flush_counters(&mut self, rx: &dyn Receiver) {
+        let l = &mut self.local;
+        if l.datagrams > 0 {
+            self.counters.datagrams.fetch_add(l.datagrams, Relaxed);
+            self.counters
+                .decoded_datagrams
+                .fetch_add(l.decoded, Relaxed);
+            self.counters.flows.fetch_add(l.flows, Relaxed);
+            for (c, n) in self.counters.malformed.iter().zip(l.malformed.iter_mut()) {
+                if *n > 0 {
+                    c.fetch_add(*n, Relaxed);
+                    *n = 0;
+                }
+            }
+            l.datagrams = 0;
+            l.decoded = 0;
+            l.flows = 0;
+        }
+        if let Some(drops) = rx.kernel_drops() {
+            self.counters.kernel_drops.store(drops, Relaxed);
+        }
+        // Running totals kept by the backend: stored, not added.
+        let health = rx.health();
+        self.counters
+            .ring_exhausted
+            .store(health.ring_exhausted, Relaxed);
+        self.counters
+            .unparsed_completions
+            .store(health.unparsed, Relaxed);
+    }
+
+    fn maybe_log(&mut self, now: Instant) {
+        if self.local.malformed_since_log > 0 && now.duration_since(self.last_log) >= LOG_EVERY {
+            if let Some((e, from)) = self.local.last_error {
+                tracing::warn!(
+                    shard = self.id,
+                    count = self.local.malformed_since_log,
+                    "malformed datagrams since the last report; latest from {from}: {e}"
+                );
+            }
+            self.local.malformed_since_log = 0;
+            self.last_log = now;
+        }
+    }
+}
+
+fn unix_us(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Runs a shard until `stop` is set, then drains its socket and returns.
+pub fn run(
+    cfg: ShardConfig,
+    mut rx: Box<dyn Receiver>,
+    handoff: Arc<Handoff>,
+    counters: Arc<CachePadded<ShardCounters>>,
+    stop: Arc<AtomicBool>,
+) {
+    if let Some(core) = cfg.core {
+        if !core_affinity::set_for_current(core) {
+            tracing::debug!(shard = cfg.id, "could not pin to core {}", core.id);
+        }
+    }
+    let (batch, _) = handoff.take_empty_wait();
+    let mut st = State {
+        handoff: &handoff,
+        counters: &counters,
+        batch,
+        flush_interval: cfg.flush_interval,
+        sampler: Sampler::new(),
+        local: Local::default(),
+        last_log: Instant::now() - LOG_EVERY,
+        id: cfg.id,
+        recorders: cfg.recorders,
+    };
+    let mut drain_until: Option<Instant> = None;
+    let mut last_drop_check = Instant::now();
+    loop {
+        let stopping = stop.load(Relaxed);
+        if stopping && drain_until.is_none() {
+            drain_until = Some(Instant::now() + DRAIN_LIMIT);
+        }
+        let wait = if stopping {
+            Duration::ZERO
+        } else {
+            match st.batch.opened_at {
+                Some(t) => st.flush_interval.saturating_sub(t.elapsed()).min(MAX_WAIT),
+                None => MAX_WAIT,
+            }
+        };
+        // One clock read per receive call, not per datagram: the first datagram stamps it.
+        let mut stamp: Option<(i64, Instant)> = None;
+        let got = rx.recv(wait, &mut |d| {
+            let (us, now) =
+                *stamp.get_or_insert_with(|| (unix_us(SystemTime::now()), Instant::now()));
+            st.on_datagram(d, us, now);
+        });
+        let now = Instant::now();
+        match got {
+            Ok(0) if stopping => break,
+            Ok(_) if drain_until.is_some_and(|t| now >= t) => break,
+            Ok(_) => {}
+            Err(e) => {
+                st.counters.receive_errors.fetch_add(1, Relaxed);
+                tracing::error!(shard = cfg.id, "receive failed: {e}");
+                std::thread::sleep(MAX_WAIT);
+            }
+        }
+        if now.duration_since(last_drop_check) >= DROP_CHECK_EVERY {
+            rx.refresh_kernel_drops();
+            last_drop_check = now;
+        }
+        st.flush_counters(rx.as_ref());
+        if st
+            .batch
+            .opened_at
+            .is_some_and(|t| now.duration_since(t) >= st.flush_interval)
+        {
+            st.seal(now);
+        }
+        st.maybe_log(now);
+    }
+    let now = Instant::now();
+    st.seal(now);
+    rx.refresh_kernel_drops();
+    st.flush_counters(rx.as_ref());
+    st.maybe_log(now + LOG_EVERY);
+    // Return the batch we still hold to the pool so the writers can finish cleanly.
+    handoff.give_back(st.batch);
+}

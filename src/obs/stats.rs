@@ -1,0 +1,307 @@
+//! Counters of every pipeline stage, declared once.
+//!
+//! Each counter is one line in a `counters!` block below: its name and its help text.
+//! From that one line come the atomic a thread adds to, the field of the JSON summary, the
+//! `name=value` in the statistics line and the Prometheus family `nfpg_<name>_total` with
+//! its help text. Malformed datagrams are counted per [`Reason`], whose names are declared
+//! once in [`crate::flow::reason`].
+//!
+//! Each shard and writer owns a cache-padded block of atomics that only it writes, added to
+//! once per receive batch or per COPY (never per flow). The collector's statistics loop reads
+//! them into a [`Snapshot`], logs a line every interval, and prints the final one as JSON at
+//! exit. Every datagram ends in exactly one of: decoded, malformed (by reason), or still
+//! queued in the kernel when we stopped; every decoded flow in: written, or dropped by a
+//! writer (with the error logged).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use serde::ser::SerializeMap;
+use serde::Serialize;
+
+use crate::flow::reason::Reason;
+
+/// Declares a block of counters written by one kind of thread: `$atomics` (one `AtomicU64`
+/// per counter) and `$totals` (the same fields as plain numbers, read at one moment), with
+/// each counter's help text taken from its doc comment.
+macro_rules! counters {
+    (
+        $(#[doc = $doc:literal])*
+        $atomics:ident => $totals:ident {
+            $( #[doc = $help:literal] $name:ident, )*
+        }
+        $( extra { $( #[doc = $xdoc:literal] $xname:ident : $xty:ty, )* } )?
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Default)]
+        pub struct $atomics {
+            $( #[doc = $help] pub $name: AtomicU64, )*
+            $( $( #[doc = $xdoc] pub $xname: $xty, )* )?
+        }
+
+        /// The counters' values at one moment (see the atomics' type for each field).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct $totals {
+            $( #[doc = $help] pub $name: u64, )*
+        }
+
+        impl $atomics {
+            /// Reads every counter (relaxed: each value is exact, the set is not one instant).
+            pub fn read(&self) -> $totals {
+                $totals { $( $name: self.$name.load(Relaxed), )* }
+            }
+        }
+
+        impl $totals {
+            /// (name, help) of every counter, in declaration order.
+            pub const FIELDS: &'static [(&'static str, &'static str)] =
+                &[ $( (stringify!($name), $help), )* ];
+
+            /// Adds another thread's totals.
+            pub fn add(&mut self, o: &Self) {
+                $( self.$name += o.$name; )*
+            }
+
+            /// Calls `f(name, value)` for every counter, in declaration order.
+            pub fn each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $( f(stringify!($name), self.$name); )*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Counters one shard writes (labelled `shard` in the metrics).
+    ShardCounters => ShardTotals {
+        /// Datagrams received.
+        datagrams,
+        /// Datagrams decoded (the rest are malformed).
+        decoded_datagrams,
+        /// Flows decoded.
+        flows,
+        /// Datagrams the kernel dropped on this shard's socket (receive buffer full).
+        kernel_drops,
+        /// Times the shard waited because the writers' queue was full.
+        queue_full,
+        /// Batches sealed and queued for the writers.
+        batches,
+        /// Receive calls that failed (logged; the shard retries after a pause).
+        receive_errors,
+        /// Times io_uring found every receive buffer in use and the receive was re-armed.
+        ring_exhausted,
+        /// io_uring completions whose message header could not be parsed (datagram lost).
+        unparsed_completions,
+    }
+    extra {
+        /// Malformed datagrams, indexed by `Reason as usize`.
+        malformed: [AtomicU64; Reason::COUNT],
+    }
+}
+
+counters! {
+    /// Counters one writer writes (labelled `writer` in the metrics).
+    WriterCounters => WriterTotals {
+        /// Flow rows committed to PostgreSQL.
+        rows_written,
+        /// Batches whose rows were committed.
+        batches_written,
+        /// COPY statements committed.
+        copies,
+        /// Failed write attempts (each retried or, after the last, dropped).
+        write_errors,
+        /// Decoded rows a writer gave up on (logged as an error).
+        rows_dropped,
+        /// Malformed datagrams sampled into the database.
+        malformed_samples_written,
+    }
+}
+
+impl ShardCounters {
+    /// Malformed datagrams of this shard, by reason.
+    pub fn malformed(&self) -> Malformed {
+        let mut m = Malformed::default();
+        for r in Reason::ALL {
+            m.by_reason[r as usize] = self.malformed[r as usize].load(Relaxed);
+        }
+        m
+    }
+}
+
+/// Malformed datagrams by reason; serialized as `{"total": n, "<reason>": n, …}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Malformed {
+    pub by_reason: [u64; Reason::COUNT],
+}
+
+impl Malformed {
+    pub fn total(&self) -> u64 {
+        self.by_reason.iter().sum()
+    }
+
+    pub fn get(&self, r: Reason) -> u64 {
+        self.by_reason[r as usize]
+    }
+
+    fn add(&mut self, o: &Self) {
+        for (a, b) in self.by_reason.iter_mut().zip(o.by_reason) {
+            *a += b;
+        }
+    }
+}
+
+impl Serialize for Malformed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(Reason::COUNT + 1))?;
+        m.serialize_entry("total", &self.total())?;
+        for r in Reason::ALL {
+            m.serialize_entry(r.as_str(), &self.get(r))?;
+        }
+        m.end()
+    }
+}
+
+/// All counters, shared between the threads that write them and those that report.
+#[derive(Clone)]
+pub struct Counters {
+    pub shards: Vec<Arc<CachePadded<ShardCounters>>>,
+    pub writers: Vec<Arc<CachePadded<WriterCounters>>>,
+    /// The host's UDP receive-buffer errors when the collector started.
+    rcvbuf_errors_at_start: Option<u64>,
+}
+
+/// One shard's part of a [`Snapshot`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    #[serde(flatten)]
+    pub totals: ShardTotals,
+    /// Malformed datagrams of this shard, all reasons.
+    pub malformed: u64,
+}
+
+/// Totals at one moment: every counter summed over its threads, plus the gauges.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    #[serde(flatten)]
+    pub shard: ShardTotals,
+    #[serde(flatten)]
+    pub writer: WriterTotals,
+    pub malformed: Malformed,
+    /// UDP receive-buffer errors of the whole host since this collector started
+    /// (/proc/net/snmp): all sockets, ours and others'.
+    pub host_udp_rcvbuf_errors: Option<u64>,
+    /// Sealed batches waiting for a writer.
+    pub queue_depth: usize,
+    pub shards: Vec<ShardSnapshot>,
+    /// Percentiles per stage since start (filled in by the collector at exit).
+    pub latency: crate::obs::latency::LatencySummary,
+}
+
+impl Counters {
+    pub fn new(shards: usize, writers: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| Arc::default()).collect(),
+            writers: (0..writers).map(|_| Arc::default()).collect(),
+            rcvbuf_errors_at_start: crate::obs::host::udp_rcvbuf_errors(),
+        }
+    }
+
+    pub fn snapshot(&self, queue_depth: usize) -> Snapshot {
+        let mut s = Snapshot {
+            queue_depth,
+            ..Default::default()
+        };
+        for (i, c) in self.shards.iter().enumerate() {
+            let totals = c.read();
+            let malformed = c.malformed();
+            s.shard.add(&totals);
+            s.malformed.add(&malformed);
+            s.shards.push(ShardSnapshot {
+                shard: i,
+                totals,
+                malformed: malformed.total(),
+            });
+        }
+        for c in &self.writers {
+            s.writer.add(&c.read());
+        }
+        s.host_udp_rcvbuf_errors = crate::obs::host::udp_rcvbuf_errors()
+            .zip(self.rcvbuf_errors_at_start)
+            .map(|(now, start)| now.saturating_sub(start));
+        s
+    }
+}
+
+impl Snapshot {
+    /// The statistics line: every counter as `name=value`, then the gauges and the rates of
+    /// decoding and writing since `prev`.
+    pub fn line(&self, prev: &Snapshot, secs: f64, queue_capacity: usize) -> String {
+        let mut o = String::with_capacity(512);
+        let mut put = |name: &str, v: u64| {
+            let _ = write!(o, "{name}={v} ");
+        };
+        self.shard.each(&mut put);
+        self.writer.each(&mut put);
+        put("malformed", self.malformed.total());
+        let secs = secs.max(1e-9);
+        let _ = write!(
+            o,
+            "host_rcvbuf_errors={} queue={}/{} rate={:.0} flows/s written={:.0} rows/s",
+            self.host_udp_rcvbuf_errors
+                .map_or("n/a".to_string(), |v| v.to_string()),
+            self.queue_depth,
+            queue_capacity,
+            self.shard.flows.saturating_sub(prev.shard.flows) as f64 / secs,
+            self.writer
+                .rows_written
+                .saturating_sub(prev.writer.rows_written) as f64
+                / secs,
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_threads_and_serializes_flat() {
+        let c = Counters::new(2, 1);
+        c.shards[0].datagrams.fetch_add(3, Relaxed);
+        c.shards[1].datagrams.fetch_add(4, Relaxed);
+        c.shards[1].malformed[Reason::BadCount as usize].fetch_add(2, Relaxed);
+        c.writers[0].rows_written.fetch_add(90, Relaxed);
+        let s = c.snapshot(1);
+        assert_eq!(s.shard.datagrams, 7);
+        assert_eq!(s.malformed.total(), 2);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["datagrams"], 7);
+        assert_eq!(v["rows_written"], 90);
+        assert_eq!(v["malformed"]["total"], 2);
+        assert_eq!(v["malformed"]["bad_count"], 2);
+        assert_eq!(v["shards"][1]["datagrams"], 4);
+        assert_eq!(v["shards"][1]["malformed"], 2);
+        let line = s.line(&Snapshot::default(), 1.0, 8);
+        assert!(line.contains("datagrams=7 "), "{line}");
+        assert!(line.contains("rows_written=90 "), "{line}");
+    }
+
+    #[test]
+    fn every_counter_has_help_and_a_unique_name() {
+        let mut names: Vec<&str> = ShardTotals::FIELDS
+            .iter()
+            .chain(WriterTotals::FIELDS)
+            .map(|(n, help)| {
+                assert!(!help.trim().is_empty(), "{n} has no help text");
+                *n
+            })
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a counter name is declared twice");
+    }
+}

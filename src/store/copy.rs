@@ -1,0 +1,224 @@
+//! PostgreSQL binary COPY encoding of flow [`Columns`].
+//!
+//! The writer streams the bytes this module produces into `COPY flows (…) FROM STDIN
+//! (FORMAT binary)`. Format: the 11-byte signature, int32 flags, int32 extension length, then
+//! per row an int16 field count and per field an int32 length and the value, then an int16 −1
+//! trailer; all big-endian. `inet` is family (2 = IPv4, 3 = IPv6: PostgreSQL's own numbers,
+//! not the OS's), prefix bits, is_cidr, address length, address. `timestamptz` is int64 µs
+//! since 2000-01-01 UTC. Unsigned wire counters go to the next wider signed type, so none
+//! can overflow.
+#![forbid(unsafe_code)]
+
+use crate::flow::batch::{as_v4, Columns};
+
+/// Signature, flags and header extension length.
+pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub const TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+pub const PG_EPOCH_OFFSET_S: i64 = 946_684_800;
+
+/// The flows table's columns in the order the encoder writes them.
+pub const FLOW_COLUMNS: &[&str] = &[
+    "flow_start",
+    "flow_end",
+    "src_addr",
+    "dst_addr",
+    "next_hop",
+    "src_port",
+    "dst_port",
+    "protocol",
+    "tcp_flags",
+    "tos",
+    "input_if",
+    "output_if",
+    "packets",
+    "bytes",
+    "src_as",
+    "dst_as",
+    "src_mask",
+    "dst_mask",
+    "exporter",
+    "engine_type",
+    "engine_id",
+    "sampling_interval",
+    "sampling_mode",
+    "netflow_version",
+    "received_at",
+];
+
+/// Upper bound of one encoded row, for reserving the output buffer: 25 length words, three
+/// IPv6 `inet`s, four timestamps and the rest at 8 bytes.
+pub const MAX_ROW_BYTES: usize = 2 + 25 * 4 + 4 * 20 + 4 * 8 + 14 * 8;
+
+/// `COPY schema.flows (…) FROM STDIN (FORMAT binary)` for a quoted schema name.
+pub fn copy_statement(quoted_schema: &str) -> String {
+    format!(
+        "COPY {quoted_schema}.flows ({}) FROM STDIN (FORMAT binary)",
+        FLOW_COLUMNS.join(", ")
+    )
+}
+
+/// Converts ms since the Unix epoch to PostgreSQL's µs since 2000-01-01.
+#[inline(always)]
+pub fn pg_time_from_unix_ms(ms: i64) -> i64 {
+    (ms - PG_EPOCH_OFFSET_S * 1000) * 1000
+}
+
+/// Converts µs since the Unix epoch to PostgreSQL's µs since 2000-01-01.
+#[inline(always)]
+pub fn pg_time_from_unix_us(us: i64) -> i64 {
+    us - PG_EPOCH_OFFSET_S * 1_000_000
+}
+
+#[inline(always)]
+fn i16_field(out: &mut Vec<u8>, v: i16) {
+    out.extend_from_slice(&[0, 0, 0, 2]);
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+#[inline(always)]
+fn i32_field(out: &mut Vec<u8>, v: i32) {
+    out.extend_from_slice(&[0, 0, 0, 4]);
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+#[inline(always)]
+fn i64_field(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&[0, 0, 0, 8]);
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+#[inline(always)]
+fn inet_field(out: &mut Vec<u8>, addr: u128) {
+    match as_v4(addr) {
+        Some(v4) => {
+            let o = v4.octets();
+            out.extend_from_slice(&[0, 0, 0, 8, 2, 32, 0, 4, o[0], o[1], o[2], o[3]]);
+        }
+        None => {
+            out.extend_from_slice(&[0, 0, 0, 20, 3, 128, 0, 16]);
+            out.extend_from_slice(&addr.to_be_bytes());
+        }
+    }
+}
+
+/// One whole COPY stream into `out` (cleared first): the header, every flow of every
+/// `batch` in order, the trailer. Writers frame one COPY around several batches this way.
+pub fn encode_copy<'a>(batches: impl IntoIterator<Item = &'a Columns>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(HEADER);
+    for b in batches {
+        encode_rows(b, out);
+    }
+    out.extend_from_slice(TRAILER);
+}
+
+/// Appends every flow of `batch` as binary COPY tuples (no header or trailer; see
+/// [`encode_copy`]).
+pub fn encode_rows(batch: &Columns, out: &mut Vec<u8>) {
+    out.reserve(batch.len() * MAX_ROW_BYTES);
+    let field_count = (FLOW_COLUMNS.len() as i16).to_be_bytes();
+    for dg in &batch.datagrams {
+        let received = pg_time_from_unix_us(dg.received_us);
+        let start = dg.first_flow as usize;
+        for i in start..start + usize::from(dg.count) {
+            out.extend_from_slice(&field_count);
+            i64_field(out, pg_time_from_unix_ms(batch.flow_start_ms[i]));
+            i64_field(out, pg_time_from_unix_ms(batch.flow_end_ms[i]));
+            inet_field(out, batch.src_addr[i]);
+            inet_field(out, batch.dst_addr[i]);
+            inet_field(out, batch.next_hop[i]);
+            i32_field(out, i32::from(batch.src_port[i]));
+            i32_field(out, i32::from(batch.dst_port[i]));
+            i16_field(out, i16::from(batch.protocol[i]));
+            i16_field(out, i16::from(batch.tcp_flags[i]));
+            i16_field(out, i16::from(batch.tos[i]));
+            i64_field(out, i64::from(batch.input_if[i]));
+            i64_field(out, i64::from(batch.output_if[i]));
+            // Counters above i64::MAX cannot come from v5 (u32); saturate rather than wrap.
+            i64_field(out, i64::try_from(batch.packets[i]).unwrap_or(i64::MAX));
+            i64_field(out, i64::try_from(batch.bytes[i]).unwrap_or(i64::MAX));
+            i64_field(out, i64::from(batch.src_as[i]));
+            i64_field(out, i64::from(batch.dst_as[i]));
+            i16_field(out, i16::from(batch.src_mask[i]));
+            i16_field(out, i16::from(batch.dst_mask[i]));
+            inet_field(out, dg.exporter);
+            i16_field(out, i16::from(dg.engine_type));
+            i16_field(out, i16::from(dg.engine_id));
+            i32_field(out, i32::from(dg.sampling_interval));
+            i16_field(out, i16::from(dg.sampling_mode));
+            i16_field(out, i16::from(dg.version));
+            i64_field(out, received);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::batch::{v4_to_u128, DatagramInfo};
+
+    #[test]
+    fn header_is_the_documented_signature() {
+        assert_eq!(HEADER.len(), 19);
+        assert_eq!(&HEADER[..11], b"PGCOPY\n\xff\r\n\0");
+    }
+
+    #[test]
+    fn one_row_bytes() {
+        let mut b = Columns::with_capacity(30);
+        b.datagrams.push(DatagramInfo {
+            exporter: v4_to_u128(0x7f000001),
+            received_us: PG_EPOCH_OFFSET_S * 1_000_000 + 1,
+            first_flow: 0,
+            count: 1,
+            version: 5,
+            ..Default::default()
+        });
+        b.flow_start_ms.push(PG_EPOCH_OFFSET_S * 1000);
+        b.flow_end_ms.push(PG_EPOCH_OFFSET_S * 1000 - 1);
+        b.src_addr.push(v4_to_u128(0x0a000001));
+        b.dst_addr.push(u128::from(
+            "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap(),
+        ));
+        b.next_hop.push(v4_to_u128(0));
+        for v in [&mut b.src_port, &mut b.dst_port] {
+            v.push(65535);
+        }
+        for v in [
+            &mut b.protocol,
+            &mut b.tcp_flags,
+            &mut b.tos,
+            &mut b.src_mask,
+            &mut b.dst_mask,
+        ] {
+            v.push(255);
+        }
+        for v in [
+            &mut b.input_if,
+            &mut b.output_if,
+            &mut b.src_as,
+            &mut b.dst_as,
+        ] {
+            v.push(u32::MAX);
+        }
+        b.packets.push(u64::from(u32::MAX));
+        b.bytes.push(u64::MAX);
+        let mut framed = Vec::new();
+        encode_copy([&b], &mut framed);
+        assert_eq!(&framed[..HEADER.len()], HEADER);
+        assert_eq!(&framed[framed.len() - 2..], TRAILER);
+        let out = framed[HEADER.len()..framed.len() - 2].to_vec();
+        assert!(out.len() <= MAX_ROW_BYTES);
+        assert_eq!(&out[..2], &25i16.to_be_bytes());
+        // flow_start = the PostgreSQL epoch exactly; flow_end one ms before it.
+        assert_eq!(&out[2..14], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&out[18..26], &(-1000i64).to_be_bytes());
+        // src 10.0.0.1 as IPv4 inet, dst as IPv6 inet.
+        assert_eq!(&out[26..38], &[0, 0, 0, 8, 2, 32, 0, 4, 10, 0, 0, 1]);
+        assert_eq!(&out[38..46], &[0, 0, 0, 20, 3, 128, 0, 16]);
+        // received_at: 1 µs after the PostgreSQL epoch, the last field.
+        assert_eq!(&out[out.len() - 8..], &1i64.to_be_bytes());
+    }
+}

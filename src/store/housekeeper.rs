@@ -1,0 +1,58 @@
+//! The housekeeper thread: keeps day partitions ahead of the clock, indexes closed days,
+//! prunes old COPY markers and writes the exporters table every `--exporter-interval`.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::db::{self, Schema};
+use super::exporters::flush_exporters;
+use crate::obs::exporters::ExporterTable;
+
+/// Keeps partitions ahead of the clock and the exporters table current.
+pub fn run(
+    conninfo: String,
+    schema: Schema,
+    table: Arc<Mutex<ExporterTable>>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let mut client: Option<postgres::Client> = None;
+    // First partition upkeep a minute after start (not on the start-up path), then hourly.
+    let mut next_partitions = Instant::now() + Duration::from_secs(60);
+    let mut last_flush = Instant::now();
+    while !stop.load(Relaxed) {
+        thread::sleep(Duration::from_millis(100));
+        if last_flush.elapsed() < interval {
+            continue;
+        }
+        last_flush = Instant::now();
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = db::connect(&conninfo)
+                .map_err(|e| tracing::warn!("housekeeper: {e:#}"))
+                .ok();
+        }
+        let Some(c) = client.as_mut() else { continue };
+        if let Err(e) = flush_exporters(c, &schema, &table) {
+            tracing::warn!("updating the exporters table: {e:#}");
+        }
+        if Instant::now() >= next_partitions {
+            next_partitions = Instant::now() + Duration::from_secs(3600);
+            if let Err(e) = db::ensure_partitions(c, &schema, 3) {
+                tracing::warn!("creating flow partitions: {e:#}");
+            }
+            if let Err(e) = c.execute(
+                &schema.render("DELETE FROM {schema}.nfpg_copies WHERE committed_at < now() - interval '1 day'"),
+                &[],
+            ) {
+                tracing::warn!("pruning COPY markers: {e:#}");
+            }
+            match db::index_closed_partitions(c, &schema) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("indexed {n} closed day partition(s) for address lookups"),
+                Err(e) => tracing::warn!("indexing closed flow partitions: {e:#}"),
+            }
+        }
+    }
+}

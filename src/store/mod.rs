@@ -1,0 +1,14 @@
+//! The store stage: everything that talks to PostgreSQL.
+//!
+//! [`writer`] (writer threads: sealed batches → binary COPY, exactly once), [`copy`] (the
+//! binary COPY encoding), [`db`] (connecting, the schema name, migrations, partitions, the
+//! database target), [`pgserver`] (the private server used when none is configured),
+//! [`exporters`] (the exporters table's SQL) and [`housekeeper`] (the background upkeep
+//! thread). Reads batches from [`crate::flow`], reports to [`crate::obs`].
+
+pub mod copy;
+pub mod db;
+pub mod exporters;
+pub mod housekeeper;
+pub mod pgserver;
+pub mod writer;
