@@ -7,12 +7,19 @@ Python 3.11 standard library only. Needs the release binaries (cargo build --rel
 --workspace), the PostgreSQL server programs (initdb, pg_ctl, postgres) and psql; nfcapd/nfdump
 (nfdump) and nfacctd (pmacct) are measured where installed. All traffic goes to 127.0.0.1.
 
+What it knows of nfpg comes from nfpg itself: the private server is `nfpg server` (the one
+`nfpg run` starts when no database is configured), the flows table's columns and the keys of
+the final JSON summary come from `nfpg describe`, checked before anything runs.
+
 Sections (the methodology of shared/DESIGN.md, "Peers, measured on this kind of machine"):
-  1. a private PostgreSQL in a temporary directory under /tmp (unix socket only);
+  1. nfpg's private PostgreSQL (`nfpg server`) in a temporary directory under /tmp (unix
+     socket only);
   2. nfpg into PostgreSQL at rising rates, a fresh database per step, checked with
      nfpg-loadgen --verify; the ramp stops at the first step with loss;
   3. PostgreSQL's own COPY ... FROM a binary file of the rows nfpg stored (the database
      path's limit) into a plain table, a BRIN table and nfpg's partitioned layout;
+     then the replay: PostgreSQL stopped under load, restarted, and the time nfpg's spool
+     takes to empty again (nfpg's /metrics), checked with nfpg-loadgen --verify;
   4. peers on the same load: nfcapd (files) and nfacctd (pmacct) into the same PostgreSQL;
   5. the receive path without a database: nfpg --sink null with io_uring and recvmmsg, and
      nfcapd, at rising rates up to flat out.
@@ -23,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import glob
 import json
 import os
 import platform
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -37,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,15 +55,25 @@ LOADGEN = BIN / "nfpg-loadgen"
 
 EXPORTERS = 4
 RECORDS = 30
-PG_PORT = 5432
 
-# All columns of netflow.flows, in table order (migrations/0001_flows.sql).
-FLOW_COLUMNS = (
-    "flow_start, flow_end, src_addr, dst_addr, next_hop, src_port, dst_port, protocol, "
-    "tcp_flags, tos, input_if, output_if, packets, bytes, src_as, dst_as, src_mask, dst_mask, "
-    "exporter, engine_type, engine_id, sampling_interval, sampling_mode, netflow_version, "
-    "received_at"
-)
+# The columns of netflow.flows nfpg writes, in its COPY order: from `nfpg describe` at start.
+FLOW_COLUMNS = ""
+
+# Latency stages and percentiles of nfpg's summary the report shows.
+LATENCY_STAGES = ("end_to_end_us", "receive_to_seal_us", "queue_wait_us", "copy_us")
+LATENCY_FIELDS = ("count", "p50", "p99", "max")
+
+# Every value of nfpg's final JSON summary the harness reads, as a path ("a.b"; "a[]" = each
+# element of list a). All are checked against `nfpg describe` before anything runs, so a
+# renamed counter stops the harness at start; reading any other path is a harness bug.
+SUMMARY_READS = frozenset([
+    "datagrams", "flows", "kernel_drops", "queue_full", "rows_dropped", "malformed.total",
+    "shards[].datagrams",
+    # the replay section
+    "rows_spooled", "rows_replayed", "rows_spool_full", "rows_spool_failed", "rows_dead_lettered",
+    "spool_segments", "spool_bytes",
+    *(f"latency.{st}.{f}" for st in LATENCY_STAGES for f in LATENCY_FIELDS),
+])
 
 CHILDREN: list[subprocess.Popen] = []
 
@@ -157,6 +175,88 @@ def last_json_line(text: str) -> dict | None:
     return None
 
 
+def read_line(p: subprocess.Popen, timeout: float, what: str, logfile: Path) -> str:
+    """The first line `p` writes on its stdout (a pipe), waiting at most `timeout` seconds."""
+    fd = p.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; see {logfile}")
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                p.wait(timeout=10)
+                tail = logfile.read_text(errors="replace")[-2000:]
+                raise BenchError(f"{what}: exited {p.returncode}: {tail}")
+            buf += chunk
+    return buf.split(b"\n", 1)[0].decode()
+
+
+# --------------------------------------------------------------------------- what nfpg says
+
+
+def _path_in(node, parts: list[str]) -> bool:
+    """Whether the path exists in `node` (nfpg's default summary as `nfpg describe` shows it)."""
+    if not parts:
+        return True
+    key = parts[0].removesuffix("[]")
+    if not isinstance(node, dict) or key not in node:
+        return False
+    v = node[key]
+    if parts[0].endswith("[]"):
+        return isinstance(v, list) and bool(v) and _path_in(v[0], parts[1:])
+    return _path_in(v, parts[1:])
+
+
+def load_describe() -> dict:
+    """`nfpg describe`: the flows table's columns and the summary's keys, from nfpg's own
+    declarations. Fails when a key the harness reads is not one nfpg reports."""
+    global FLOW_COLUMNS
+    r = run([str(NFPG), "describe"], timeout=60)
+    d = json.loads(r.stdout)
+    FLOW_COLUMNS = ", ".join(d["flow_columns"])
+    counters = {name for kind in d["counters"].values() for name, _ in kind}
+    missing = []
+    for path in sorted(SUMMARY_READS):
+        parts = path.split(".")
+        head = parts[0].removesuffix("[]")
+        if head not in d["summary_keys"] or not _path_in(d["summary_default"], parts):
+            missing.append(path)
+        # a counter read from a shard's entry must be a declared counter; one read from the
+        # top level a declared counter or a number of the default summary (the spool's totals
+        # and gauges, which `counters` does not list)
+        elif parts[0] == "shards[]" and parts[-1] not in counters:
+            missing.append(path)
+        elif len(parts) == 1 and parts[0] not in counters and \
+                not isinstance(d["summary_default"][parts[0]], (int, float)):
+            missing.append(path)
+    if missing:
+        raise BenchError(f"nfpg's summary (nfpg describe) has no {', '.join(missing)}: the "
+                         f"harness reads these keys; update SUMMARY_READS and their uses")
+    return d
+
+
+def sv(summary: dict, path: str):
+    """One value of nfpg's summary by a path declared in SUMMARY_READS ("a[].b": a list)."""
+    if path not in SUMMARY_READS:
+        raise BenchError(f"harness bug: summary path {path!r} is not in SUMMARY_READS")
+
+    def get(node, parts):
+        if not parts:
+            return node
+        key = parts[0].removesuffix("[]")
+        if not isinstance(node, dict) or key not in node:
+            raise BenchError(f"nfpg's summary has no {path!r}: {json.dumps(summary)[:500]}")
+        if parts[0].endswith("[]"):
+            return [get(x, parts[1:]) for x in node[key]]
+        return get(node[key], parts[1:])
+
+    return get(summary, path.split("."))
+
+
 # --------------------------------------------------------------------------- other load
 
 
@@ -237,79 +337,102 @@ def other_str(v: float | None) -> str:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def pg_bindir() -> Path:
-    cands = []
-    if shutil.which("pg_config"):
-        r = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        if r.returncode == 0:
-            cands.append(Path(r.stdout.strip()))
-
-    def ver(p: str) -> tuple:
-        m = re.search(r"postgresql/(\d+)", p)
-        return (int(m.group(1)) if m else 0,)
-
-    cands += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=ver, reverse=True)]
-    cands += [Path(p) for p in sorted(glob.glob("/usr/pgsql-*/bin"), reverse=True)]
-    for c in cands:
-        if (c / "initdb").exists() and (c / "pg_ctl").exists() and (c / "postgres").exists():
-            return c
-    raise BenchError("no PostgreSQL server programs (initdb, pg_ctl) found; apt-get install postgresql")
-
-
 class Postgres:
-    """A private server for the benchmark: unix socket only, ingest settings."""
+    """nfpg's own private server, `nfpg server --data-dir DIR`: the server `nfpg run` starts when
+    no database is configured (its settings, unix socket only; as root nfpg runs it as the
+    `postgres` user). It prints one JSON line (socket_dir, data_dir, url_template, settings)
+    and serves until SIGTERM, on which it stops PostgreSQL (fast shutdown)."""
 
     def __init__(self, base: Path):
-        self.bindir = pg_bindir()
         self.base = base
-        self.data = base / "data"
-        self.sock = base / "sock"
-        self.files = base / "files"  # server-side COPY files (written by the server user)
-        self.logfile = base / "postgres.log"
-        self.as_root = os.geteuid() == 0
-        self.started = False
-
-    def _as_server_user(self, cmd: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] + cmd if self.as_root else cmd
+        self.dir = base / "server"    # nfpg server --data-dir
+        self.files = base / "files"   # server-side COPY files (written by the server user)
+        self.logfile = base / "nfpg-server.log"
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.settings: dict = {}
+        self.postmaster: int | None = None
 
     def start(self) -> None:
-        for d in (self.sock, self.files):
-            d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.base, 0o755)
-        if self.as_root:
-            shutil.chown(self.base, "postgres")
-            for d in (self.sock, self.files):
-                shutil.chown(d, "postgres")
-        run(self._as_server_user([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "nfpg",
-                                  "--auth=trust", "-E", "UTF8", "--no-sync"]), timeout=120)
-        opts = (f"-c listen_addresses='' -c unix_socket_directories={self.sock} -c port={PG_PORT} "
-                "-c shared_buffers=256MB -c wal_level=minimal -c max_wal_senders=0 "
-                "-c synchronous_commit=off -c max_wal_size=8GB -c checkpoint_timeout=15min "
-                "-c wal_buffers=64MB")
-        run(self._as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
-                                  str(self.logfile), "-w", "-t", "60", "-o", opts, "start"]),
-            timeout=90)
-        self.started = True
-        self.version = self.query("SHOW server_version").strip()
+        self.files.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.files, "postgres")
+        self._serve("w")
+
+    def restart(self) -> None:
+        """Starts the server again on the same data directory after halt() (the replay
+        section's outage): `nfpg server --data-dir` reuses the cluster, same socket and port."""
+        if self.proc is not None:
+            raise BenchError("harness bug: PostgreSQL restarted while it is running")
+        self._serve("a")
+
+    def _serve(self, mode: str) -> None:
+        self._log = open(self.logfile, mode)
+        # Not in CHILDREN: stopped last, after everything that uses it.
+        self.proc = subprocess.Popen([str(NFPG), "server", "--data-dir", str(self.dir)],
+                                     stdout=subprocess.PIPE, stderr=self._log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        line = read_line(self.proc, 180, "nfpg server to describe its PostgreSQL", self.logfile)
+        self.info = json.loads(line)
+        self.sock = Path(self.info["socket_dir"])
+        # url_template is a libpq key=value string: host (the socket dir), port, user, dbname.
+        self.conn = dict(kv.split("=", 1) for kv in self.info["url_template"].split())
+        self.settings = self.info.get("settings") or {}
+        self.version = self.info.get("server_version") or self.query("SHOW server_version").strip()
         try:
-            OTHER.postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+            pid_file = Path(self.info["data_dir"]) / "postmaster.pid"
+            self.postmaster = int(pid_file.read_text().split()[0])
+            OTHER.postmaster = self.postmaster
         except (OSError, ValueError, IndexError):
             pass
 
     def stop(self) -> None:
-        if not self.started:
+        if self.proc is None:
             return
-        self.started = False
-        subprocess.run(self._as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data),
-                                             "-m", "fast", "-w", "-t", "60", "stop"]),
-                       capture_output=True, timeout=90)
+        p, self.proc = self.proc, None
+        rc = stop(p, timeout=120)  # SIGTERM: nfpg stops PostgreSQL and exits
+        if p.stdout:
+            p.stdout.close()
+        self._log.close()
+        if rc != 0:
+            log(f"nfpg server exited {rc}; see {self.logfile}")
+        if self.postmaster and Path(f"/proc/{self.postmaster}").exists() and \
+                (Path(self.info["data_dir"]) / "postmaster.pid").exists():
+            log(f"PostgreSQL (pid {self.postmaster}) still running: fast shutdown")
+            try:
+                os.kill(self.postmaster, signal.SIGINT)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    @property
+    def socket_file(self) -> Path:
+        return self.sock / f".s.PGSQL.{self.port}"
+
+    def halt(self, timeout: float = 90) -> None:
+        """Stops the server as stop() does and waits (bounded) until its socket and its
+        postmaster are gone, keeping the data directory for restart()."""
+        if self.proc is None:
+            return
+        sock, pid_file = self.socket_file, Path(self.info["data_dir"]) / "postmaster.pid"
+        self.stop()
+        # PostgreSQL removes both when its shutdown is complete.
+        wait_until(lambda: not sock.exists() and not pid_file.exists(), timeout,
+                   f"PostgreSQL to stop ({sock} and {pid_file} gone)", step=0.05)
+
+    @property
+    def port(self) -> str:
+        return self.conn["port"]
+
+    @property
+    def user(self) -> str:
+        return self.conn["user"]
 
     def url(self, db: str) -> str:
-        return f"host={self.sock} port={PG_PORT} user=nfpg dbname={db}"
+        return self.info["url_template"].replace("{db}", db)
 
     def psql_cmd(self, db: str) -> list[str]:
         return ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.sock),
-                "-p", str(PG_PORT), "-U", "nfpg", "-d", db]
+                "-p", self.port, "-U", self.user, "-d", db]
 
     def query(self, sql: str, db: str = "postgres", timeout: float = 600) -> str:
         return run(self.psql_cmd(db) + ["-c", sql], timeout=timeout).stdout
@@ -336,14 +459,20 @@ def subprocess_input(cmd: list[str], text: str, timeout: float) -> str:
 # --------------------------------------------------------------------------- load source
 
 
-def loadgen(port: int, rate: int, duration: float, seed: int, verify_url: str | None = None,
-            extra_timeout: float = 0) -> dict:
+def loadgen_cmd(port: int, rate: int, duration: float, seed: int, verify_url: str | None = None,
+                verify_timeout: float = 120, verify_settle: float = 5) -> list[str]:
     cmd = [str(LOADGEN), "--target", f"127.0.0.1:{port}", "--exporters", str(EXPORTERS),
-           "--records", str(RECORDS), "--rate", str(rate), "--duration", str(duration),
+           "--records", str(RECORDS), "--rate", str(rate), "--duration", f"{duration:g}",
            "--seed", str(seed)]
     if verify_url:
-        cmd += ["--verify", "--database-url", verify_url, "--verify-timeout", "120",
-                "--verify-settle", "5"]
+        cmd += ["--verify", "--database-url", verify_url, "--verify-timeout", f"{verify_timeout:g}",
+                "--verify-settle", f"{verify_settle:g}"]
+    return cmd
+
+
+def loadgen(port: int, rate: int, duration: float, seed: int, verify_url: str | None = None,
+            extra_timeout: float = 0) -> dict:
+    cmd = loadgen_cmd(port, rate, duration, seed, verify_url)
     r = run(cmd, timeout=duration + 200 + extra_timeout, check=False)
     out = last_json_line(r.stdout)
     if out is None:
@@ -368,8 +497,10 @@ class Nfpg:
         self.port = free_udp_port()
         self.out = workdir / f"{name}.stdout"
         self.err = workdir / f"{name}.stderr"
+        # Its own data directory (and so spool) under the temporary directory: nothing of the
+        # machine's nfpg (/var/lib/nfpg) is touched or shared.
         self.cmd = [str(NFPG), "run", "--listen", "127.0.0.1", "--port", str(self.port),
-                    "--stats-interval", "5"] + args
+                    "--stats-interval", "5", "--data-dir", str(workdir / f"{name}-data")] + args
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -393,14 +524,13 @@ class Nfpg:
 
 
 def shard_split(summary: dict) -> str:
-    return " / ".join(fmt(int(sh.get("datagrams", 0))) for sh in summary.get("shards") or [])
+    return " / ".join(fmt(int(n)) for n in sv(summary, "shards[].datagrams"))
 
 
 def latency(summary: dict, key: str = "end_to_end_us") -> dict | None:
-    lat = summary.get("latency")
-    if isinstance(lat, dict) and isinstance(lat.get(key), dict) and lat[key].get("count"):
-        return lat[key]
-    return None
+    """One stage's percentiles (LATENCY_FIELDS), or None when it recorded nothing."""
+    h = {f: sv(summary, f"latency.{key}.{f}") for f in LATENCY_FIELDS}
+    return h if h["count"] else None
 
 
 @dataclass
@@ -422,7 +552,7 @@ class PgStep:
     sustained: float = 0
     sustained_lat: float | None = None  # flows / (send time + nfpg's max end-to-end latency)
     lat: dict | None = None
-    stages: dict | None = None  # nfpg's summary "latency" object, when present
+    stages: dict | None = None  # per stage of LATENCY_STAGES: latency() of that stage
     shards: str = ""  # datagrams per shard
     other: float | None = None  # cores used by other processes during the step
     db: str = ""
@@ -459,12 +589,12 @@ def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -
         st.stored_flows = int((v.get("stored") or {}).get("flows", 0))
         st.verify_ok = bool(v.get("ok")) and st.lost_flows == 0 and \
             v.get("stored") == v.get("sent")
-        st.kernel_drops = int(summary.get("kernel_drops", 0))
-        st.rows_dropped = int(summary.get("rows_dropped", 0))
-        st.queue_full = int(summary.get("queue_full", 0))
-        st.malformed = int((summary.get("malformed") or {}).get("total", 0))
+        st.kernel_drops = int(sv(summary, "kernel_drops"))
+        st.rows_dropped = int(sv(summary, "rows_dropped"))
+        st.queue_full = int(sv(summary, "queue_full"))
+        st.malformed = int(sv(summary, "malformed.total"))
         st.lat = latency(summary)
-        st.stages = summary.get("latency") if isinstance(summary.get("latency"), dict) else None
+        st.stages = {k: latency(summary, k) for k in LATENCY_STAGES}
         st.shards = shard_split(summary)
         st.sustained = st.stored_flows / max(st.elapsed + st.waited, 1e-9)
         if st.lat and st.lat.get("max") is not None:
@@ -488,6 +618,299 @@ def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -
         if not st.verify_ok:
             break
     return steps
+
+
+# --------------------------------------------------------------------------- replay
+
+
+# Spool bytes per flow the disk check assumes (a binary COPY row of netflow.flows plus its
+# share of the segment's header), and the headroom on top.
+SPOOL_BYTES_PER_FLOW = 236
+DISK_HEADROOM = 1.2
+SPOOL_MAX_DEFAULT = 10 * 2**30  # nfpg run --spool-max default (10G)
+# What the replay section reads from nfpg's /metrics; each summed over its series (shards).
+# Checked on the first scrape: a renamed metric stops the section instead of reading as 0.
+REPLAY_METRICS = ("nfpg_spool_bytes", "nfpg_spool_segments", "nfpg_rows_replayed_total",
+                  "nfpg_rows_spooled_total", "nfpg_database_up", "nfpg_rows_spool_full_total",
+                  "nfpg_kernel_drops_total")
+METRICS_INTERVAL = 0.5
+
+
+class ReplaySkipped(BenchError):
+    pass
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """nfpg's /metrics: the REPLAY_METRICS present, each summed over its labelled series."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        body = r.read().decode()
+    vals: dict[str, float] = {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name = series.split("{", 1)[0]
+        if name in REPLAY_METRICS:
+            vals[name] = vals.get(name, 0.0) + float(value)
+    return vals
+
+
+class MetricsPoller:
+    """Scrapes nfpg's /metrics every METRICS_INTERVAL seconds in a thread (HTTP only, no child
+    process): samples of (monotonic time of the answer, values)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.errors = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic()
+            try:
+                v = scrape(self.port)
+                self.samples.append((time.monotonic(), v))
+            except (OSError, ValueError) as e:
+                self.errors += 1
+                self.last_error = str(e)
+            self._stop.wait(max(0.0, METRICS_INTERVAL - (time.monotonic() - t)))
+
+    def start(self) -> None:
+        self._t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(timeout=10)
+
+
+@dataclass
+class ReplayRun:
+    rate: int
+    outage: float
+    duration: float = 0          # loadgen --duration
+    free_bytes: int = 0          # free on the work directory's filesystem before the run
+    need_bytes: int = 0
+    workdir: str = ""
+    nfpg_cmd: str = ""
+    loadgen_cmd: str = ""
+    sent_flows: int = 0
+    sent_dgrams: int = 0
+    achieved_fps: float = 0
+    t_down: float = 0            # SIGTERM to nfpg server, seconds after loadgen started
+    t_stopped: float = 0         # PostgreSQL's socket and pid file gone
+    t_up: float = 0              # nfpg server accepting connections again
+    t_db_down: float | None = None  # first metrics sample with nfpg_database_up 0
+    t_db_up: float | None = None    # first sample after t_up with nfpg_database_up 1
+    t_empty: float | None = None    # first sample after t_up with nfpg_spool_segments 0
+    refilled: bool = False       # segments > 0 again after t_empty
+    live_after_up: float = 0     # seconds loadgen kept sending after t_up
+    peak_bytes: int = 0
+    peak_segments: int = 0
+    replayed_at_empty: int = 0   # nfpg_rows_replayed_total at t_empty (minus at t_up)
+    replay_time: float | None = None
+    replay_rate: float | None = None
+    rows_spooled: int = 0
+    rows_replayed: int = 0
+    rows_spool_full: int = 0
+    rows_spool_failed: int = 0
+    rows_dead_lettered: int = 0
+    spool_segments_end: int = 0
+    kernel_drops: int = 0
+    metrics_kernel_drops: int = 0
+    lg_rc: int | None = None
+    lost_flows: int = 0
+    stored_flows: int = 0
+    verify_ok: bool = False
+    verify_waited: float = 0
+    samples: int = 0
+    scrape_errors: int = 0
+    other: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def sleep_until(t: float, proc: subprocess.Popen | None, what: str) -> None:
+    """Sleeps until monotonic time t; fails when `proc` (loadgen) exits before it."""
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{what}: nfpg-loadgen exited {proc.returncode} early")
+        time.sleep(min(left, 0.1))
+
+
+def bench_replay(pg: Postgres, work: Path, rate: int, outage: float) -> ReplayRun:
+    r = ReplayRun(rate=rate, outage=outage, duration=2 + outage + 10, workdir=str(work))
+    outage_flows = rate * RECORDS * outage
+    r.need_bytes = int(SPOOL_BYTES_PER_FLOW * outage_flows * DISK_HEADROOM)
+    r.free_bytes = shutil.disk_usage(work).free
+    if r.free_bytes < r.need_bytes:
+        raise ReplaySkipped(
+            f"skipped: the outage's {outage_flows:,.0f} flows need {r.need_bytes / 1e9:.1f} GB of "
+            f"spool ({SPOOL_BYTES_PER_FLOW} B/flow × {DISK_HEADROOM}), only "
+            f"{r.free_bytes / 1e9:.1f} GB free in {work}; lower --replay-rate or --outage")
+    if SPOOL_BYTES_PER_FLOW * outage_flows > SPOOL_MAX_DEFAULT:
+        r.notes.append(f"the outage's flows ({SPOOL_BYTES_PER_FLOW * outage_flows / 2**30:.1f} GiB "
+                       "expected) exceed nfpg's default --spool-max (10 GiB): rows_spool_full "
+                       "is expected to be above 0 and stored < sent")
+    db = "replay"
+    pg.query(f"DROP DATABASE IF EXISTS {db}")
+    pg.query(f"CREATE DATABASE {db}")
+    spool = work / "replay-spool"
+    mport = free_tcp_port()
+    log(f"replay: {rate} datagrams/s ({rate * RECORDS} flows/s), PostgreSQL down {outage:.0f}s "
+        f"from t=2s; {r.free_bytes / 1e9:.1f} GB free, {r.need_bytes / 1e9:.2f} GB needed")
+    n = Nfpg(work, "nfpg-replay", ["--database-url", pg.url(db), "--spool-dir", str(spool),
+                                   "--metrics", f"127.0.0.1:{mport}"])
+    r.nfpg_cmd = shlex.join(n.cmd)
+    n.start()
+    poller = MetricsPoller(mport)
+    lg_proc: subprocess.Popen | None = None
+    lg_files = []
+    lg_out = work / "loadgen-replay.stdout"
+    lg_err = work / "loadgen-replay.stderr"
+    t0 = time.monotonic()
+    try:
+        first: dict = {}
+
+        def scraped() -> bool:
+            nonlocal first
+            try:
+                first = scrape(mport)
+                return True
+            except (OSError, ValueError):
+                return False
+
+        wait_until(scraped, 30, f"nfpg's metrics on 127.0.0.1:{mport}", n.proc, step=0.2)
+        missing = [m for m in REPLAY_METRICS if m not in first]
+        if missing:
+            raise BenchError(f"nfpg's /metrics has no {', '.join(missing)}: the replay section "
+                             f"reads these; update REPLAY_METRICS")
+        poller.start()
+        cmd = loadgen_cmd(n.port, rate, r.duration, seed=300, verify_url=pg.url(db),
+                          verify_timeout=900, verify_settle=30)
+        r.loadgen_cmd = shlex.join(cmd)
+        lg_files = [open(lg_out, "w"), open(lg_err, "w")]
+        t0 = time.monotonic()
+        lg_proc = spawn(cmd, stdout=lg_files[0], stderr=lg_files[1])
+        sleep_until(t0 + 2, lg_proc, "before the outage")
+        r.t_down = time.monotonic() - t0
+        log("  stopping PostgreSQL (SIGTERM to nfpg server)")
+        pg.halt()
+        r.t_stopped = time.monotonic() - t0
+        log(f"  PostgreSQL stopped after {r.t_stopped - r.t_down:.1f}s; down for {outage:.0f}s")
+        sleep_until(t0 + r.t_down + outage, lg_proc, "during the outage")
+        pg.restart()
+        t_up = time.monotonic()
+        t_up_wall = time.time()
+        r.t_up = t_up - t0
+        log(f"  PostgreSQL accepting again at t={r.t_up:.1f}s; waiting for loadgen's --verify")
+        deadline = t0 + r.duration + 900 + 120
+        while lg_proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise BenchError(f"nfpg-loadgen still running {deadline - t0:.0f}s after its "
+                                 f"start; see {lg_err}")
+            time.sleep(0.5)
+        r.lg_rc = lg_proc.returncode
+
+        def empty_after_up() -> bool:
+            return any(t > t_up and v.get("nfpg_spool_segments", 1) == 0
+                       for t, v in list(poller.samples))
+
+        try:
+            wait_until(empty_after_up, 120, "the spool to be empty after the restart", n.proc,
+                       step=METRICS_INTERVAL)
+        except BenchError as e:
+            r.notes.append(str(e))
+        time.sleep(2 * METRICS_INTERVAL)  # a few samples past t_empty (refilled or not)
+    except Exception:
+        if pg.proc is None:  # failed during the outage: the later sections need the server
+            log("  starting PostgreSQL again after the failure")
+            try:
+                pg.restart()
+            except Exception as e:  # keep the first error
+                log(f"  starting PostgreSQL again failed: {e}")
+        raise
+    finally:
+        poller.stop()
+        if lg_proc is not None:
+            stop(lg_proc, timeout=10)
+        for f in lg_files:
+            f.close()
+        summary = n.finish()
+    r.other = OTHER.between(t0, time.monotonic())
+    lg = last_json_line(lg_out.read_text(errors="replace"))
+    if lg is None:
+        raise BenchError(f"nfpg-loadgen exited {r.lg_rc} without a summary: "
+                         f"{lg_err.read_text(errors='replace')[-2000:]}")
+    v = lg.get("verify") or {}
+    r.sent_flows = int(lg["sent"]["flows"])
+    r.sent_dgrams = int(lg["sent"]["datagrams"])
+    r.achieved_fps = r.sent_flows / max(float(lg["elapsed_s"]), 1e-9)
+    r.live_after_up = float(lg["ended_at_unix_ms"]) / 1000 - t_up_wall
+    r.lost_flows = int((v.get("lost") or {}).get("flows", r.sent_flows))
+    r.stored_flows = int((v.get("stored") or {}).get("flows", 0))
+    r.verify_waited = float(v.get("waited_s", 0))
+    r.verify_ok = r.lg_rc == 0 and bool(v.get("ok")) and r.lost_flows == 0 and \
+        v.get("stored") == v.get("sent")
+    if not r.verify_ok and r.lost_flows == 0:
+        r.notes.append(f"stored != sent: {v.get('mismatches')}")
+    r.rows_spooled = int(sv(summary, "rows_spooled"))
+    r.rows_replayed = int(sv(summary, "rows_replayed"))
+    r.rows_spool_full = int(sv(summary, "rows_spool_full"))
+    r.rows_spool_failed = int(sv(summary, "rows_spool_failed"))
+    r.rows_dead_lettered = int(sv(summary, "rows_dead_lettered"))
+    r.spool_segments_end = int(sv(summary, "spool_segments"))
+    r.kernel_drops = int(sv(summary, "kernel_drops"))
+    if summary["_rc"] != 0:
+        r.notes.append(f"nfpg run exited {summary['_rc']}")
+
+    # The timeline from nfpg's metrics (times relative to loadgen's start).
+    s = [(t - t0, v) for t, v in poller.samples]
+    r.samples, r.scrape_errors = len(s), poller.errors
+    if poller.errors:
+        r.notes.append(f"{poller.errors} of {poller.errors + len(s)} metrics scrapes failed "
+                       f"(last: {poller.last_error})")
+    if s:
+        r.peak_bytes = int(max(v["nfpg_spool_bytes"] for _, v in s))
+        r.peak_segments = int(max(v["nfpg_spool_segments"] for _, v in s))
+        r.metrics_kernel_drops = int(s[-1][1]["nfpg_kernel_drops_total"])
+    r.t_db_down = next((t for t, v in s if t > r.t_down and v["nfpg_database_up"] == 0), None)
+    r.t_db_up = next((t for t, v in s if t > r.t_up and v["nfpg_database_up"] >= 1), None)
+    before_up = [v for t, v in s if t <= r.t_up]
+    replayed_at_up = before_up[-1]["nfpg_rows_replayed_total"] if before_up else 0
+    i_empty = next((i for i, (t, v) in enumerate(s)
+                    if t > r.t_up and v["nfpg_spool_segments"] == 0), None)
+    if i_empty is not None and r.peak_segments > 0:
+        r.t_empty = s[i_empty][0]
+        r.replayed_at_empty = int(s[i_empty][1]["nfpg_rows_replayed_total"] - replayed_at_up)
+        r.replay_time = r.t_empty - r.t_up
+        r.replay_rate = r.replayed_at_empty / max(r.replay_time, 1e-9)
+        r.refilled = any(v["nfpg_spool_segments"] > 0 for _, v in s[i_empty + 1:])
+        if r.refilled:
+            r.notes.append("the spool held segments again after it was first empty (live "
+                           "batches spooled while the writers were behind); the replay time is "
+                           "until it was first empty")
+    elif r.peak_segments == 0:
+        r.notes.append("nothing was spooled: the outage was not seen by nfpg")
+    pg.query(f"DROP DATABASE IF EXISTS {db}")
+    shutil.rmtree(spool, ignore_errors=True)
+    log(f"  sent {r.sent_flows} flows, spooled {r.rows_spooled} (peak {r.peak_bytes / 1e6:.1f} MB, "
+        f"{r.peak_segments} segments), replayed {r.rows_replayed}; spool empty "
+        + (f"{r.replay_time:.1f}s after the restart ({r.replay_rate:,.0f} rows/s)"
+           if r.replay_time is not None else "never seen")
+        + f"; verify rc {r.lg_rc}, lost {r.lost_flows}, kernel drops {r.kernel_drops}, "
+          f"spool full {r.rows_spool_full}")
+    return r
 
 
 # --------------------------------------------------------------------------- COPY limit
@@ -650,9 +1073,9 @@ def run_nfpg_null_step(work: Path, backend: str, rate: int, duration: float, see
     st.sent_flows = lg["sent"]["flows"]
     st.achieved_dps = sent_rate(lg)
     st.source_limited = source_limited(lg, rate)
-    st.got_dgrams = int(summary.get("datagrams", 0))
-    st.got_flows = int(summary.get("flows", 0))
-    st.kernel_drops = int(summary.get("kernel_drops", 0))
+    st.got_dgrams = int(sv(summary, "datagrams"))
+    st.got_flows = int(sv(summary, "flows"))
+    st.kernel_drops = int(sv(summary, "kernel_drops"))
     st.shards = shard_split(summary)
     st.lossless = st.got_dgrams == st.sent_dgrams and st.kernel_drops == 0
     log(f"  {st.collector} @ {rate or 'max'} dps: sent {st.sent_dgrams} datagrams at "
@@ -724,8 +1147,8 @@ plugins: pgsql
 plugin_pipe_size: {256 * 1024 * 1024}
 plugin_buffer_size: {64 * 1024}
 sql_host: {pg.sock}
-sql_port: {PG_PORT}
-sql_user: nfpg
+sql_port: {pg.port}
+sql_user: {pg.user}
 sql_passwd: unused
 sql_db: {db}
 sql_table: acct_v9
@@ -863,8 +1286,88 @@ def highest(steps, ok) -> object | None:
     return good[-1] if good else None
 
 
+def write_replay(a, cmdline: str, cfg, r: ReplayRun | None, err: str) -> None:
+    a("## Replay after an outage")
+    a("")
+    if r is None:
+        a(f"Not measured: {err}")
+        a("")
+        return
+    a("How fast nfpg's spool empties once PostgreSQL is back: a fresh database; "
+      "`nfpg run` as in the ramp plus `--spool-dir` and `--metrics`; `nfpg-loadgen --verify` "
+      f"sends for {r.duration:g} s; 2 s in, PostgreSQL is stopped (SIGTERM to `nfpg server`: "
+      f"`pg_ctl stop -m fast`, until its socket is gone) and started again on the same data "
+      f"directory {r.outage:g} s later, while the load goes on. nfpg's `/metrics` is read every "
+      f"{METRICS_INTERVAL:g} s: the spool's peak, and the time it is empty again "
+      "(`nfpg_spool_segments` = 0). Every figure below is measured: loadgen's report, nfpg's "
+      f"final summary, the metrics; the rate {r.rate:,} datagrams/s is {cfg.get('replay_rate_from', '?')}.")
+    a("")
+    a("Produced by (this report's run; the section alone: "
+      f"`python3 benches/e2e.py --only replay --replay-rate {r.rate} --outage {r.outage:g}`):")
+    a("")
+    a("```sh")
+    a(cmdline)
+    a(f"# in {r.workdir}:")
+    a(r.nfpg_cmd)
+    a(r.loadgen_cmd)
+    a("```")
+    a("")
+    down = r.t_up - r.t_down
+    a("| | |")
+    a("|---|---|")
+    a(f"| offered rate | {fmt(r.rate * RECORDS)} flows/s ({fmt(r.rate)} datagrams/s × {RECORDS} records, "
+      f"{EXPORTERS} exporters); achieved {fmt(r.achieved_fps)} flows/s |")
+    a(f"| outage | {down:.1f} s: SIGTERM at {r.t_down:.1f} s (stopped {r.t_stopped - r.t_down:.1f} s later), "
+      f"accepting again at {r.t_up:.1f} s (times from loadgen's start) |")
+    seen_down = f"0 at {r.t_db_down:.1f} s" if r.t_db_down is not None else "never seen 0"
+    seen_up = (f"1 again at {r.t_db_up:.1f} s ({r.t_db_up - r.t_up:.1f} s after the restart)"
+               if r.t_db_up is not None else "not seen 1 again after the restart")
+    a(f"| nfpg saw it | `nfpg_database_up` {seen_down}, {seen_up} |")
+    a(f"| flows sent | {fmt(r.sent_flows)} |")
+    a(f"| rows spooled | {fmt(r.rows_spooled)} |")
+    a(f"| peak spool | {r.peak_bytes / 1e6:,.1f} MB ({fmt(r.peak_segments)} segments) |")
+    a(f"| rows replayed | {fmt(r.rows_replayed)} (final summary); {fmt(r.replayed_at_empty)} by the "
+      "time the spool was empty (metrics) |")
+    if r.replay_time is not None:
+        a(f"| replay time | **{r.replay_time:.1f} s**: restart ({r.t_up:.1f} s) → spool empty "
+          f"({r.t_empty:.1f} s), ± {METRICS_INTERVAL:g} s (the metrics' polling) |")
+        live = max(r.live_after_up, 0.0)
+        during = ("during all of it" if live >= r.replay_time
+                  else f"for the first {live:.1f} s of it")
+        a(f"| replay rate | **{fmt(r.replay_rate)} rows/s** = {fmt(r.replayed_at_empty)} rows replayed "
+          f"/ {r.replay_time:.1f} s; live traffic went on {during} at the offered rate "
+          f"({fmt(r.rate * RECORDS)} flows/s; sending ended {live:.1f} s after the restart), "
+          "written by the same writers next to the replay |")
+    else:
+        a("| replay time | not measured: the spool was not seen empty after the restart |")
+    lost = "0 lost" if r.lost_flows == 0 else f"**{fmt(r.lost_flows)} lost**"
+    a(f"| stored = sent | {'**yes**' if r.verify_ok else '**no**'}: `nfpg-loadgen --verify` exit "
+      f"{r.lg_rc}, {fmt(r.stored_flows)} flows stored, {lost}, verify waited {r.verify_waited:.1f} s "
+      "after sending |")
+    a(f"| kernel drops | {fmt(r.kernel_drops)} |")
+    a(f"| rows_spool_full | {fmt(r.rows_spool_full)} |")
+    a(f"| rows dead-lettered / spool failed | {fmt(r.rows_dead_lettered)} / {fmt(r.rows_spool_failed)} |")
+    a(f"| spool segments at nfpg's stop | {fmt(r.spool_segments_end)} |")
+    a(f"| disk free before the run | {r.free_bytes / 1e9:,.1f} GB (needed: {r.need_bytes / 1e9:,.2f} GB = "
+      f"{SPOOL_BYTES_PER_FLOW} B/flow × flows offered during the outage × {DISK_HEADROOM:g}) |")
+    a(f"| other load (cores) | {other_str(r.other)} |")
+    a("")
+    shares = "the live traffic after the restart"
+    if r.t_empty is not None and r.t_empty > r.t_up + r.live_after_up:
+        shares += (" and, once sending ended, `--verify`'s polling (a `sum()` over the database's "
+                   "flows every 0.5 s)")
+    a(f"The replay shares nfpg's writers and PostgreSQL with {shares}: the replay rate is a lower "
+      "bound of the replay on its own. The replay time includes nfpg's reconnection after the "
+      "restart (the `nfpg_database_up` row). Stored = sent is loadgen's check of every flow it "
+      "sent, before, during and after the outage.")
+    for n in r.notes:
+        a(f"- {n}")
+    a("")
+
+
 def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, acct_err,
-                 recv, recv_err, elapsed_total: float) -> None:
+                 recv, recv_err, elapsed_total: float, replay: ReplayRun | None = None,
+                 replay_err: str = "not selected (--only)") -> None:
     L: list[str] = []
     a = L.append
     a("# Benchmarks")
@@ -899,8 +1402,10 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     if OTHER.samples:
         xs = [o for _, o in OTHER.samples]
         a(f"Over the whole run: mean {sum(xs) / len(xs):.2f}, max {max(xs):.2f} cores of other load.")
-    a("PostgreSQL: private server, unix socket, `shared_buffers=256MB wal_level=minimal")
-    a("synchronous_commit=off max_wal_size=8GB checkpoint_timeout=15min wal_buffers=64MB`.")
+    settings = " ".join(f"{k}={v if v else repr(v)}" for k, v in sorted(cfg.get("pg_settings", {}).items())
+                        if k != "unix_socket_directories")  # a temporary path
+    a("PostgreSQL: nfpg's private server (`nfpg server`, the one `nfpg run` starts when no database "
+      f"is configured), unix socket only, with the settings nfpg gives it: `{settings}`.")
     a("")
 
     # ---- section 2
@@ -941,9 +1446,9 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
           f"drops, queue_full={fmt(s.queue_full)}, rows_dropped={fmt(s.rows_dropped)}.")
     if pg_steps and pg_steps[0].lat is None:
         a("")
-        a("nfpg's summary had no `latency` object in this build, so no latency columns.")
-    stage_keys = ["end_to_end_us", "receive_to_seal_us", "queue_wait_us", "copy_us"]
-    if any(s.stages for s in pg_steps):
+        a("nfpg's summary recorded no end-to-end latency at the first step, so no latency columns.")
+    stage_keys = LATENCY_STAGES
+    if any(h for s in pg_steps for h in (s.stages or {}).values()):
         a("")
         a("nfpg's own latency histograms per stage (from its final summary; p50 / p99 / max). "
           "End to end = first datagram of a batch received → its COPY committed; a batch is sealed "
@@ -955,8 +1460,7 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
             cells = []
             for k in stage_keys:
                 h = (s.stages or {}).get(k)
-                cells.append(f"{us(h.get('p50'))} / {us(h.get('p99'))} / {us(h.get('max'))}"
-                             if isinstance(h, dict) and h.get("count") else "–")
+                cells.append(f"{us(h['p50'])} / {us(h['p99'])} / {us(h['max'])}" if h else "–")
             a(f"| {fmt(s.rate)} | " + " | ".join(cells) + " |")
     a("")
 
@@ -993,6 +1497,8 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     else:
         a(f"Not measured: {cfg.get('copy_err') or 'no lossless step'}.")
     a("")
+
+    write_replay(a, cmdline, cfg, replay, replay_err)
 
     # ---- section 4
     a("## Peers on the same load")
@@ -1117,8 +1623,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5 s steps, fewer rates (development)")
     ap.add_argument("--out", default="BENCHMARKS.md", help="report file (relative to the repo root)")
-    ap.add_argument("--only", default="nfpg,limit,nfacctd,recv",
-                    help="comma list of sections: nfpg, limit, nfacctd, recv")
+    ap.add_argument("--only", default="nfpg,limit,replay,nfacctd,recv",
+                    help="comma list of sections: nfpg, limit, replay, nfacctd, recv")
+    ap.add_argument("--replay-rate", type=int,
+                    help="datagrams/s of the replay section [default: the ramp's highest "
+                         "lossless rate, else 20000; 2000 with --quick]")
+    ap.add_argument("--outage", type=float,
+                    help="seconds PostgreSQL is down in the replay section [60; 10 with --quick]")
     ap.add_argument("--rates", help="datagrams/s steps into PostgreSQL, comma separated")
     ap.add_argument("--recv-rates", help="datagrams/s steps of the receive path (0 = flat out)")
     ap.add_argument("--duration", type=float, help="seconds per step into PostgreSQL")
@@ -1157,17 +1668,22 @@ def main() -> int:
             raise SystemExit(f"{b} missing: run cargo build --release --workspace")
     if shutil.which("psql") is None:
         raise SystemExit("psql missing: apt-get install postgresql-client")
+    try:
+        load_describe()  # columns and summary keys from nfpg; fails here if they drifted
+    except (BenchError, KeyError, ValueError) as e:
+        raise SystemExit(f"e2e: nfpg describe: {e}")
 
     t_start = time.monotonic()
     OTHER.start()
     base = Path(tempfile.mkdtemp(prefix="nfpg-e2e-", dir="/tmp"))
-    os.chmod(base, 0o755)  # the server user must reach pg/ below it
+    os.chmod(base, 0o755)  # the server user (postgres, when root) must reach pg/ below it
     work = base / "work"
     work.mkdir()
     pg = Postgres(base / "pg")
     pg.base.mkdir()
     pg_steps, copy_res, acct, recv = [], [], [], {}
-    acct_err = recv_err = "not selected (--only)"
+    replay = None
+    acct_err = recv_err = replay_err = "not selected (--only)"
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -1175,9 +1691,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     keep = args.keep
     try:
-        log(f"PostgreSQL from {pg.bindir} in {pg.base}")
+        log(f"PostgreSQL: nfpg server --data-dir {pg.dir}")
         pg.start()
-        log(f"PostgreSQL {pg.version} up")
+        cfg["pg_settings"] = pg.settings
+        log(f"PostgreSQL {pg.version} up, socket in {pg.sock}")
         info = machine_info(pg.version)
 
         if "nfpg" in only:
@@ -1194,6 +1711,29 @@ def main() -> int:
                     cfg["copy_err"] = "nfpg had no lossless step"
             for s in pg_steps:
                 pg.query(f"DROP DATABASE IF EXISTS {s.db}")
+
+        if "replay" in only:
+            best = highest(pg_steps, lambda s: s.verify_ok)
+            if args.replay_rate:
+                rrate, cfg["replay_rate_from"] = args.replay_rate, "--replay-rate"
+            elif args.quick:
+                rrate, cfg["replay_rate_from"] = 2000, "the --quick default"
+            elif best:
+                rrate, cfg["replay_rate_from"] = best.rate, "the highest lossless rate of the ramp above"
+            else:
+                rrate = 20000
+                cfg["replay_rate_from"] = ("the default (the ramp had no lossless step)" if pg_steps
+                                           else "the default (the ramp did not run)")
+            outage = args.outage or (10.0 if args.quick else 60.0)
+            try:
+                replay = bench_replay(pg, work, rrate, outage)
+                replay_err = ""
+            except ReplaySkipped as e:
+                replay_err = str(e)
+                log(f"replay: {e}")
+            except BenchError as e:
+                replay_err = f"replay run failed: {e}"
+                log(replay_err)
 
         if "nfacctd" in only:
             if shutil.which("nfacctd") is None:
@@ -1246,7 +1786,7 @@ def main() -> int:
         "Each database step is a fresh database, so PostgreSQL starts every step with empty tables.",
     ]
     write_report(out, cmdline, info, cfg, pg_steps, copy_res, acct, acct_err, recv, recv_err,
-                 time.monotonic() - t_start)
+                 time.monotonic() - t_start, replay, replay_err)
     log(f"wrote {out}")
     return 0
 

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::config::{Balance, RunArgs, SinkKind};
 use crate::flow::handoff::Handoff;
+use crate::flow::handoff::Overflow;
 use crate::ingest::recv::{self, socket};
 use crate::ingest::shard::{self, ShardConfig};
 use crate::obs::exporters::ExporterTable;
@@ -22,7 +23,12 @@ use crate::obs::histlog::HistLog;
 use crate::obs::latency::{Latency, LatencySummary};
 use crate::obs::stats::{Counters, Snapshot};
 use crate::store::db::{self, open_database, prepare_schema, Database, Schema};
-use crate::store::writer::{self, NullSink, PgSink, Sink, WriterConfig};
+use crate::store::health::Health;
+use crate::store::replay::Replayer;
+use crate::store::spool::{Identity, Spool};
+use crate::store::writer::{
+    self, NullSink, PgSink, Sink, SpoolOverflow, WriterConfig, WriterShared,
+};
 use crate::store::{exporters as exporters_sql, housekeeper};
 
 /// Flags the signal handlers set.
@@ -48,6 +54,12 @@ pub struct Running {
     shard_threads: Vec<JoinHandle<()>>,
     writer_threads: Vec<JoinHandle<()>>,
     house: Option<JoinHandle<()>>,
+    replayer: Option<JoinHandle<()>>,
+    spool: Option<Arc<Spool>>,
+    replay_stop: Arc<AtomicBool>,
+    spool_only: Arc<AtomicBool>,
+    stop_timeout: Duration,
+    health: Arc<Health>,
     shards_stop: Arc<AtomicBool>,
     shards_done: Arc<AtomicBool>,
     house_stop: Arc<AtomicBool>,
@@ -74,13 +86,35 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
 /// writers connected.
 pub fn start(args: &RunArgs) -> Result<Running> {
     let schema = Schema::new(&args.db.schema)?;
-    let database = match args.sink {
+    let counters = Counters::new(args.shard_count(), args.writers.max(1));
+    let health = Arc::new(Health::new(counters.spool_gauges.clone()));
+    let (database, spool) = match args.sink {
         SinkKind::Pg => {
             let d = open_database(&args.db.target())?;
-            prepare_schema(&d.conninfo, &schema)?;
-            Some(d)
+            let spool = Spool::open(
+                &args.spool_dir(),
+                args.spool_max,
+                Identity::of(&d.conninfo, schema.name())?,
+                counters.spool_gauges.clone(),
+            )?;
+            tracing::info!(
+                "spool: {} (up to {} bytes) for {}",
+                spool.dir().display(),
+                spool.max_bytes(),
+                spool.identity()
+            );
+            // A database that is down or misconfigured at start is not fatal: flows go to the
+            // spool and the replayer keeps trying (and says why in the log).
+            match prepare_schema(&d.conninfo, &schema) {
+                Ok(()) => health.mark_up(),
+                Err(e) => tracing::error!("database not usable at start: {e:#}"),
+            }
+            (Some(d), Some(Arc::new(spool)))
         }
-        SinkKind::Null => None,
+        SinkKind::Null => {
+            health.mark_up();
+            (None, None)
+        }
     };
 
     let shards = args.shard_count();
@@ -98,30 +132,39 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         args.queue_depth + shards * 2 + writers * writer::MAX_BATCHES_PER_COPY,
         args.batch_size,
     ));
-    let counters = Counters::new(shards, writers);
     let latency = Latency::new();
     let latency_now = Arc::new(Mutex::new(latency.summary()));
     let hist_log = args.hist_log.as_deref().map(HistLog::create).transpose()?;
     let exporters = Arc::new(Mutex::new(ExporterTable::default()));
+    if let Some(spool) = &spool {
+        let carried = exporters_sql::load_pending(spool);
+        exporters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .carry(carried);
+    }
     let shards_stop = Arc::new(AtomicBool::new(false));
     let shards_done = Arc::new(AtomicBool::new(false));
     let house_stop = Arc::new(AtomicBool::new(false));
+    let replay_stop = Arc::new(AtomicBool::new(false));
+    let spool_only = Arc::new(AtomicBool::new(false));
 
     let mut writer_threads = Vec::new();
     for id in 0..writers {
         let sink: Box<dyn Sink> = match &database {
-            Some(d) => {
-                writer::connect_check(&d.conninfo)?;
-                Box::new(PgSink::new(&d.conninfo, &schema))
-            }
+            Some(d) => Box::new(PgSink::new(&d.conninfo, &schema)),
             None => Box::new(NullSink),
         };
-        let (h, c, e, done) = (
-            handoff.clone(),
-            counters.writers[id].clone(),
-            exporters.clone(),
-            shards_done.clone(),
-        );
+        let shared = WriterShared {
+            handoff: handoff.clone(),
+            counters: counters.writers[id].clone(),
+            spool_counters: counters.spool.clone(),
+            exporters: exporters.clone(),
+            shards_done: shards_done.clone(),
+            spool_only: spool_only.clone(),
+            health: health.clone(),
+            spool: spool.clone(),
+        };
         let cfg = WriterConfig {
             id,
             recorders: latency.recorders(),
@@ -130,9 +173,27 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         writer_threads.push(
             thread::Builder::new()
                 .name(format!("nfpg-writer-{id}"))
-                .spawn(move || writer::run(cfg, sink, h, c, e, done))?,
+                .spawn(move || writer::run(cfg, sink, shared))?,
         );
     }
+    let replayer = match (&database, &spool) {
+        (Some(d), Some(spool)) => {
+            let r = Replayer {
+                spool: spool.clone(),
+                conninfo: d.conninfo.clone(),
+                schema: schema.clone(),
+                health: health.clone(),
+                counters: counters.spool.clone(),
+            };
+            let stop = replay_stop.clone();
+            Some(
+                thread::Builder::new()
+                    .name("nfpg-replayer".into())
+                    .spawn(move || r.run(stop))?,
+            )
+        }
+        _ => None,
+    };
     let house = match &database {
         Some(d) => {
             let (conninfo, schema, table, stop) = (
@@ -142,10 +203,13 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 house_stop.clone(),
             );
             let interval = args.exporter_interval();
+            let health = health.clone();
             Some(
                 thread::Builder::new()
                     .name("nfpg-housekeeper".into())
-                    .spawn(move || housekeeper::run(conninfo, schema, table, interval, stop))?,
+                    .spawn(move || {
+                        housekeeper::run(conninfo, schema, table, interval, stop, health)
+                    })?,
             )
         }
         None => None,
@@ -158,6 +222,13 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             recorders: latency.recorders(),
             flush_interval: args.flush_interval(),
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            overflow: spool.as_ref().map(|s| -> Box<dyn Overflow> {
+                Box::new(SpoolOverflow::new(
+                    s.clone(),
+                    counters.spool.clone(),
+                    exporters.clone(),
+                ))
+            }),
         };
         let (h, c, s) = (
             handoff.clone(),
@@ -196,6 +267,12 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         shard_threads,
         writer_threads,
         house,
+        replayer,
+        spool,
+        replay_stop,
+        spool_only,
+        stop_timeout: args.stop_timeout(),
+        health,
         shards_stop,
         shards_done,
         house_stop,
@@ -302,11 +379,30 @@ impl Running {
     /// their last batches, writers drain the queue, the exporters table gets its last update.
     pub fn stop(mut self) -> Result<Snapshot> {
         tracing::info!("stopping: draining sockets and queues");
+        let stop_started = Instant::now();
+        // The replayer stops first: the stop budget is for what is in memory; the spool keeps.
+        self.replay_stop.store(true, Relaxed);
+        if let Some(r) = self.replayer.take() {
+            let _ = r.join();
+        }
         self.shards_stop.store(true, Relaxed);
         for t in self.shard_threads.drain(..) {
             let _ = t.join();
         }
         self.shards_done.store(true, Relaxed);
+        // Writers commit what they can within the stop budget, then spool the rest.
+        while self.writer_threads.iter().any(|t| !t.is_finished())
+            && stop_started.elapsed() < self.stop_timeout
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if self.writer_threads.iter().any(|t| !t.is_finished()) {
+            tracing::warn!(
+                "stop budget of {:?} spent: spooling what is left for the next start",
+                self.stop_timeout
+            );
+            self.spool_only.store(true, Relaxed);
+        }
         for t in self.writer_threads.drain(..) {
             let _ = t.join();
         }
@@ -314,7 +410,8 @@ impl Running {
         if let Some(h) = self.house.take() {
             let _ = h.join();
         }
-        if let Some(d) = &self.database {
+        let mut exporters_written = self.database.is_none();
+        if let Some(d) = self.database.as_ref().filter(|_| self.health.is_up()) {
             let mut last_err = None;
             for _ in 0..3 {
                 match db::connect(&d.conninfo).and_then(|mut c| {
@@ -322,6 +419,7 @@ impl Running {
                 }) {
                     Ok(_) => {
                         last_err = None;
+                        exporters_written = true;
                         break;
                     }
                     Err(e) => {
@@ -331,7 +429,21 @@ impl Running {
                 }
             }
             if let Some(e) = last_err {
-                tracing::error!("final update of the exporters table failed: {e:#}");
+                tracing::warn!("final update of the exporters table failed: {e:#}");
+            }
+        }
+        if let (false, Some(spool)) = (exporters_written, &self.spool) {
+            let deltas = self
+                .exporters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_deltas();
+            match exporters_sql::save_pending(spool, deltas) {
+                Ok(()) => tracing::info!(
+                    "exporter statistics kept in {} for the next start",
+                    spool.dir().display()
+                ),
+                Err(e) => tracing::error!("exporter statistics lost: {e:#}"),
             }
         }
         // Every recorder has been dropped with its thread; this interval holds the rest.

@@ -76,6 +76,32 @@ fn main() {
             exit_on_error("nfpg hist", cmd::hist::hist(&file, plot.as_deref(), &title));
             return;
         }
+        Some(Command::Server {
+            data_dir,
+            create_db,
+            log,
+        }) => {
+            let _guard = init_logging(&log).ok().flatten();
+            // The flag only: the server is always stopped before exiting, never left behind.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                let _ = signal_hook::flag::register(sig, stop.clone());
+            }
+            exit_on_error(
+                "nfpg server",
+                cmd::server::run(&data_dir, &create_db, &stop),
+            );
+            return;
+        }
+        Some(Command::Spool { spool_dir, db }) => {
+            let dir = spool_dir.unwrap_or_else(|| db.default_spool_dir());
+            exit_on_error("nfpg spool", cmd::spool::run(&dir, &db.schema));
+            return;
+        }
+        Some(Command::Describe) => {
+            exit_on_error("nfpg describe", cmd::describe::run());
+            return;
+        }
         None => cli.run,
     };
     let _guard = match init_logging(&run_args.log) {

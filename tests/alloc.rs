@@ -311,6 +311,7 @@ impl Rig {
                         recorders,
                         flush_interval: Duration::from_millis(20),
                         core: None,
+                        overflow: None,
                     };
                     shard::run(cfg, rx, handoff, counters, stop);
                     count_this_thread(0);

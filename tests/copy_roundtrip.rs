@@ -213,27 +213,46 @@ fn a_retried_copy_is_stored_once() {
     let rows = b.len() as i64;
     assert_eq!(rows, 682);
 
-    let mut first = PgSink::with_writer_id(db.conninfo(), &schema, 7);
-    first.write_copy(&data, b.len()).unwrap();
+    use nfpg::store::spool::Marker;
+    use nfpg::store::writer::{Committed, WriteError};
+    let m = |writer, seq| Marker { writer, seq };
+    let mut first = PgSink::new(db.conninfo(), &schema);
+    assert_eq!(
+        first.write_copy(&data, b.len(), m(7, 0), 0),
+        Ok(Committed::Now)
+    );
     assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), rows);
-    // The same writer after a reconnect, retrying the COPY it could not confirm.
-    let mut retry = PgSink::with_writer_id(db.conninfo(), &schema, 7);
-    retry.write_copy(&data, b.len()).unwrap();
+    // The same COPY retried after a reconnect, with the marker it was given.
+    let mut retry = PgSink::new(db.conninfo(), &schema);
+    assert_eq!(
+        retry.write_copy(&data, b.len(), m(7, 0), 0),
+        Ok(Committed::Already)
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM netflow.flows"),
         rows,
         "not stored twice"
     );
-    // Its next COPY is a new one.
-    retry.write_copy(&data, b.len()).unwrap();
-    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), 2 * rows);
+    // A new marker is a new COPY; a part of the same COPY is its own.
+    retry.write_copy(&data, b.len(), m(7, 1), 0).unwrap();
+    retry.write_copy(&data, b.len(), m(7, 1), 5).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), 3 * rows);
     assert_eq!(
         db.count("SELECT count(*) FROM netflow.nfpg_copies WHERE writer = 7"),
-        2
+        3
     );
-    // Another writer's sequence numbers are its own.
-    PgSink::with_writer_id(db.conninfo(), &schema, 8)
-        .write_copy(&data, b.len())
-        .unwrap();
-    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), 3 * rows);
+    // A unique violation that is not the marker's is a refusal, never "already committed".
+    c.batch_execute("DELETE FROM netflow.flows").unwrap();
+    c.batch_execute(
+        "CREATE UNIQUE INDEX flows_once_all ON netflow.flows (flow_start, src_addr, dst_addr, src_port, dst_port, protocol, packets, bytes, received_at, input_if)",
+    )
+    .unwrap();
+    retry.write_copy(&data, b.len(), m(8, 0), 0).unwrap();
+    match retry.write_copy(&data, b.len(), m(8, 1), 0) {
+        Err(WriteError::Rejected { message, .. }) => {
+            assert!(message.contains("23505"), "{message}")
+        }
+        other => panic!("a duplicate row is refused, not taken as committed: {other:?}"),
+    }
+    assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), rows);
 }

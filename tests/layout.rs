@@ -99,13 +99,17 @@ fn stages_only_use_the_stages_below() {
 
 #[test]
 fn every_counter_is_declared_once_and_named_nowhere_else() {
-    use nfpg::obs::stats::{ShardTotals, WriterTotals};
+    use nfpg::obs::stats::{ShardTotals, SpoolTotals, WriterTotals};
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let stats = src.join("obs/stats.rs");
     let stats_text = std::fs::read_to_string(&stats).unwrap();
-    for (name, _) in ShardTotals::FIELDS.iter().chain(WriterTotals::FIELDS) {
+    for (name, _) in ShardTotals::FIELDS
+        .iter()
+        .chain(WriterTotals::FIELDS)
+        .chain(SpoolTotals::FIELDS)
+    {
         let declaration = format!("\n        {name},\n");
         assert_eq!(
             stats_text.matches(&declaration).count(),

@@ -3,47 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
-
-/// The workspace's loadgen binary next to nfpg's (built by `cargo test --workspace`; built
-/// here if this test runs alone).
-fn loadgen() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_nfpg")).with_file_name("nfpg-loadgen");
-    if !path.is_file() {
-        let profile = if cfg!(debug_assertions) {
-            vec![]
-        } else {
-            vec!["--release"]
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "nfpg-loadgen"])
-            .args(profile)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p nfpg-loadgen");
-        assert!(status.success());
-    }
-    path
-}
-
-/// Runs loadgen with `args`; returns its JSON report and exit code.
-fn run_loadgen(args: &[&str]) -> (serde_json::Value, i32) {
-    let out = Command::new(loadgen())
-        .args(args)
-        .output()
-        .expect("run nfpg-loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "loadgen report ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (report, out.status.code().unwrap_or(-1))
-}
 
 /// Issue 3 must show 2 and issue 4 must show 2: one exporter spread over four shards
 /// (`--balance spread`), first with nothing lost, then with every 10th datagram skipped on

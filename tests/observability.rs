@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+
 use std::time::Duration;
 
 use common::*;
@@ -90,39 +90,6 @@ fn histogram_log_counts_every_flow() {
         "{table}"
     );
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<path"));
-}
-
-fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-    for line in body
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-    {
-        let (name, value) = line.rsplit_once(' ').unwrap();
-        let v: f64 = value.parse().unwrap();
-        sums.insert(name.to_string(), v);
-        // Also sum over labels other than reason/exporter, keyed by name{reason}.
-        let base = name.split('{').next().unwrap();
-        let reason = name
-            .split("reason=\"")
-            .nth(1)
-            .map(|r| r.split('"').next().unwrap());
-        let key = match reason {
-            Some(r) => format!("{base}:{r}"),
-            None => format!("{base}:sum"),
-        };
-        *sums.entry(key).or_default() += v;
-    }
-    sums
 }
 
 /// Must show 2: the metrics endpoint, scraped, equals the exact totals sent; malformed

@@ -400,7 +400,7 @@ fn worker(mut lanes: Vec<Lane>, cfg: &WorkerCfg) -> Result<WorkerOut> {
             let buf = &mut bufs[slots.len()];
             let b = lane.state.build(buf, records, now_ms);
             built_here += 1;
-            if drop_every > 0 && lane.state.datagrams_built % drop_every == 0 {
+            if drop_every > 0 && lane.state.datagrams_built.is_multiple_of(drop_every) {
                 lane.dropped.add_built(&b);
                 dropped.add_built(&b);
             } else {

@@ -97,7 +97,11 @@ pub fn test_mode(args: &RunArgs) -> Result<()> {
     prepare_schema(&database.conninfo, &schema)?;
     let mut data = Vec::new();
     copy::encode_copy([&batch], &mut data);
-    PgSink::new(&database.conninfo, &schema).write_copy(&data, batch.len())?;
+    let marker = crate::store::spool::Marker {
+        writer: crate::store::writer::new_marker_writer(),
+        seq: 0,
+    };
+    PgSink::new(&database.conninfo, &schema).write_copy(&data, batch.len(), marker, 0)?;
     println!("stored {} flows in {}.flows", batch.len(), schema.name());
     Ok(())
 }

@@ -9,15 +9,23 @@
 //!
 //! Every batch is allocated once, at start; the steady state allocates nothing. The pool
 //! holds `depth + shards + writers·per_copy` batches, so a shard finds an empty batch
-//! whenever the full queue has room. When writers fall behind, the full queue fills and
-//! shards wait (counted as `queue_full`): back-pressure goes to the sockets' receive buffers,
-//! whose overflow the kernel counts, never to a silent drop here.
+//! whenever the full queue has room. When writers fall behind and the full queue is full,
+//! the shard hands the batch to its [`Overflow`] (the store's spool writes it to disk) and
+//! reuses it, counted as `queue_full`; without one (the null sink) it waits, and
+//! back-pressure goes to the sockets' receive buffers, whose overflow the kernel counts.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
 use super::batch::FlowBatch;
+
+/// Where a shard puts a sealed batch when the writers' queue is full, instead of waiting.
+/// The implementation owns what happens to the rows (stored or counted as dropped); the
+/// shard clears the batch afterwards and carries on.
+pub trait Overflow: Send {
+    fn absorb(&mut self, batch: &FlowBatch);
+}
 
 /// Batches as they travel; boxed so moving one through a queue moves a pointer.
 pub type Batch = Box<FlowBatch>;

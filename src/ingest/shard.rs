@@ -19,7 +19,7 @@ use crossbeam_utils::CachePadded;
 use super::recv::{Datagram, Receiver};
 use crate::decode::{self, DecodeError};
 use crate::flow::batch::{addr_to_u128, DatagramMeta, MalformedSample, SAMPLE_BYTES};
-use crate::flow::handoff::{Batch, Handoff};
+use crate::flow::handoff::{Batch, Handoff, Overflow};
 use crate::flow::reason::Reason;
 use crate::obs::latency::{Recorders, Stage};
 use crate::obs::stats::ShardCounters;
@@ -45,6 +45,8 @@ pub struct ShardConfig {
     pub flush_interval: Duration,
     /// Pin the thread to this core.
     pub core: Option<core_affinity::CoreId>,
+    /// Takes sealed batches when the writers' queue is full; `None`: wait for room.
+    pub overflow: Option<Box<dyn Overflow>>,
 }
 
 /// Rate limit for malformed samples, per exporter.
@@ -133,6 +135,7 @@ struct State<'a> {
     last_log: Instant,
     id: usize,
     recorders: Recorders,
+    overflow: Option<Box<dyn Overflow>>,
 }
 
 impl State<'_> {
@@ -202,10 +205,21 @@ impl State<'_> {
                 .record_duration(Stage::ReceiveToSeal, now.saturating_duration_since(opened));
         }
         self.recorders.record(Stage::BatchFill, sealed.len() as u64);
-        if self.handoff.push_full_wait(sealed) {
-            self.counters.queue_full.fetch_add(1, Relaxed);
-        }
         self.counters.batches.fetch_add(1, Relaxed);
+        let sealed = match self.handoff.push_full(sealed) {
+            Ok(()) => return,
+            Err(sealed) => sealed,
+        };
+        self.counters.queue_full.fetch_add(1, Relaxed);
+        match self.overflow.as_mut() {
+            Some(o) => {
+                o.absorb(&sealed);
+                self.handoff.give_back(sealed);
+            }
+            None => {
+                self.handoff.push_full_wait(sealed);
+            }
+        }
     }
 
     fn flush_counters(&mut self, rx: &dyn Receiver) {
@@ -261,7 +275,7 @@ fn unix_us(t: SystemTime) -> i64 {
 
 /// Runs a shard until `stop` is set, then drains its socket and returns.
 pub fn run(
-    cfg: ShardConfig,
+    mut cfg: ShardConfig,
     mut rx: Box<dyn Receiver>,
     handoff: Arc<Handoff>,
     counters: Arc<CachePadded<ShardCounters>>,
@@ -283,6 +297,7 @@ pub fn run(
         last_log: Instant::now() - LOG_EVERY,
         id: cfg.id,
         recorders: cfg.recorders,
+        overflow: cfg.overflow.take(),
     };
     let mut drain_until: Option<Instant> = None;
     let mut last_drop_check = Instant::now();
@@ -333,6 +348,24 @@ pub fn run(
     }
     let now = Instant::now();
     st.seal(now);
+    // Still being sent to after the drain time: count what the socket holds, without
+    // decoding it, so the stop accounts for every datagram nfpg was handed.
+    let mut left = 0u64;
+    let until = Instant::now() + DRAIN_LIMIT;
+    while Instant::now() < until {
+        match rx.recv(Duration::ZERO, &mut |_| left += 1) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if left > 0 {
+        counters.left_at_stop.fetch_add(left, Relaxed);
+        tracing::warn!(
+            shard = cfg.id,
+            left,
+            "datagrams still arriving at stop: counted as left_at_stop, not stored"
+        );
+    }
     rx.refresh_kernel_drops();
     st.flush_counters(rx.as_ref());
     st.maybe_log(now + LOG_EVERY);

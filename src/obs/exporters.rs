@@ -150,7 +150,7 @@ struct Flushed {
 }
 
 /// One row of changes for the `exporters` table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExporterDelta {
     pub exporter: IpAddr,
     pub engine_type: i16,
@@ -169,12 +169,17 @@ pub struct ExporterDelta {
     pub sampling_mode: i16,
     /// Datagrams per second since the previous update.
     pub datagrams_per_s: f64,
+    /// Carried over from an earlier run (not part of this run's running totals).
+    #[serde(default)]
+    pub carried: bool,
 }
 
 #[derive(Default)]
 pub struct ExporterTable {
     map: HashMap<ExporterKey, ExporterStats>,
     last_take: Option<std::time::Instant>,
+    /// Deltas an earlier run could not write, written with the next ones.
+    carried: Vec<ExporterDelta>,
 }
 
 impl ExporterTable {
@@ -214,6 +219,16 @@ impl ExporterTable {
         self.map.is_empty()
     }
 
+    /// Adds deltas an earlier run could not write; the next [`ExporterTable::take_deltas`]
+    /// returns them first.
+    pub fn carry(&mut self, deltas: Vec<ExporterDelta>) {
+        self.carried.extend(
+            deltas
+                .into_iter()
+                .map(|d| ExporterDelta { carried: true, ..d }),
+        );
+    }
+
     /// Changes since the last call, marked as written. If writing them fails, pass them to
     /// [`ExporterTable::unflush`] so the next call includes them again.
     pub fn take_deltas(&mut self) -> Vec<ExporterDelta> {
@@ -222,7 +237,7 @@ impl ExporterTable {
             .last_take
             .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.last_take = Some(now);
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.carried);
         for (k, s) in &mut self.map {
             let now = Flushed {
                 datagrams: s.datagrams,
@@ -259,6 +274,7 @@ impl ExporterTable {
                 sampling_interval: i32::from(s.sampling_interval),
                 sampling_mode: i16::from(s.sampling_mode),
                 datagrams_per_s: rate,
+                carried: false,
             });
             s.flushed = now;
         }
@@ -268,6 +284,10 @@ impl ExporterTable {
     /// Undoes [`ExporterTable::take_deltas`] for rows that were not written.
     pub fn unflush(&mut self, deltas: &[ExporterDelta]) {
         for d in deltas {
+            if d.carried {
+                self.carried.push(d.clone());
+                continue;
+            }
             let key = ExporterKey {
                 exporter: crate::flow::batch::addr_to_u128(d.exporter),
                 engine_type: d.engine_type as u8,

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::exporters::{ExporterStats, ExporterTable};
 use super::latency::LatencySummary;
-use super::stats::{Counters, ShardTotals, WriterTotals};
+use super::stats::{Counters, ShardTotals, SpoolTotals, WriterTotals};
 use crate::flow::batch::u128_to_addr;
 use crate::flow::handoff::Handoff;
 use crate::flow::reason::Reason;
@@ -87,7 +87,11 @@ fn counter_families(o: &mut String, fields: &[(&str, &str)], label: &str, values
         let name = format!("nfpg_{name}_total");
         family(o, &name, "counter", help.trim());
         for (i, v) in values.iter().enumerate() {
-            let _ = writeln!(o, "{name}{{{label}=\"{i}\"}} {}", v[k]);
+            if label.is_empty() {
+                let _ = writeln!(o, "{name} {}", v[k]);
+            } else {
+                let _ = writeln!(o, "{name}{{{label}=\"{i}\"}} {}", v[k]);
+            }
         }
     }
 }
@@ -132,6 +136,36 @@ pub fn render(src: &Sources) -> String {
         t.each(|_, x| v.push(x))
     });
     counter_families(&mut o, WriterTotals::FIELDS, "writer", &writer_values);
+    let spool_values = values_of(std::iter::once(src.counters.spool.read()), |t, v| {
+        t.each(|_, x| v.push(x))
+    });
+    counter_families(&mut o, SpoolTotals::FIELDS, "", &spool_values);
+    let g = &src.counters.spool_gauges;
+    for (name, help, v) in [
+        (
+            "nfpg_spool_bytes",
+            "Bytes of spool segments waiting for replay.",
+            g.bytes.load(Relaxed),
+        ),
+        (
+            "nfpg_spool_segments",
+            "Spool segments waiting for replay.",
+            g.segments.load(Relaxed),
+        ),
+        (
+            "nfpg_spool_foreign_segments",
+            "Spool segments kept for another database (never replayed).",
+            g.foreign_segments.load(Relaxed),
+        ),
+        (
+            "nfpg_database_up",
+            "1 while writers commit to PostgreSQL, 0 while they spool.",
+            g.database_up.load(Relaxed),
+        ),
+    ] {
+        family(&mut o, name, "gauge", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
     family(
         &mut o,
         "nfpg_queue_depth",

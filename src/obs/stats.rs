@@ -30,21 +30,21 @@ macro_rules! counters {
     (
         $(#[doc = $doc:literal])*
         $atomics:ident => $totals:ident {
-            $( #[doc = $help:literal] $name:ident, )*
+            $( $( #[doc = $help:literal] )+ $name:ident, )*
         }
         $( extra { $( #[doc = $xdoc:literal] $xname:ident : $xty:ty, )* } )?
     ) => {
         $(#[doc = $doc])*
         #[derive(Default)]
         pub struct $atomics {
-            $( #[doc = $help] pub $name: AtomicU64, )*
+            $( $( #[doc = $help] )+ pub $name: AtomicU64, )*
             $( $( #[doc = $xdoc] pub $xname: $xty, )* )?
         }
 
         /// The counters' values at one moment (see the atomics' type for each field).
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
         pub struct $totals {
-            $( #[doc = $help] pub $name: u64, )*
+            $( $( #[doc = $help] )+ pub $name: u64, )*
         }
 
         impl $atomics {
@@ -57,7 +57,7 @@ macro_rules! counters {
         impl $totals {
             /// (name, help) of every counter, in declaration order.
             pub const FIELDS: &'static [(&'static str, &'static str)] =
-                &[ $( (stringify!($name), $help), )* ];
+                &[ $( (stringify!($name), concat!($($help),+)), )* ];
 
             /// Adds another thread's totals.
             pub fn add(&mut self, o: &Self) {
@@ -87,6 +87,8 @@ counters! {
         queue_full,
         /// Batches sealed and queued for the writers.
         batches,
+        /// Datagrams still arriving when a stop's drain time ran out: counted, not decoded.
+        left_at_stop,
         /// Receive calls that failed (logged; the shard retries after a pause).
         receive_errors,
         /// Times io_uring found every receive buffer in use and the receive was re-armed.
@@ -111,11 +113,47 @@ counters! {
         copies,
         /// Failed write attempts (each retried or, after the last, dropped).
         write_errors,
-        /// Decoded rows a writer gave up on (logged as an error).
+        /// Decoded rows a writer could neither commit nor spool, without a spool to say why.
         rows_dropped,
         /// Malformed datagrams sampled into the database.
         malformed_samples_written,
+        /// Malformed samples not stored because the database was down (the per-reason
+        /// counts stay exact; only the evidence is skipped).
+        malformed_samples_skipped,
     }
+}
+
+counters! {
+    /// Counters of the durable spool, added to by shards, writers and the replayer.
+    SpoolCounters => SpoolTotals {
+        /// Rows written to spool segments (database unreachable, COPY failing, writers behind).
+        rows_spooled,
+        /// Spool segments written.
+        segments_spooled,
+        /// Rows committed to PostgreSQL from the spool.
+        rows_replayed,
+        /// Spool segments replayed and removed.
+        segments_replayed,
+        /// Rows PostgreSQL refused, written to the spool's dead-letter directory.
+        rows_dead_lettered,
+        /// Rows dropped because the spool was full (--spool-max).
+        rows_spool_full,
+        /// Rows dropped because a spool segment could not be written (disk error).
+        rows_spool_failed,
+    }
+}
+
+/// What the spool holds now and whether the database is reachable; set by the store.
+#[derive(Default)]
+pub struct SpoolGauges {
+    /// Bytes of segments waiting for replay.
+    pub bytes: AtomicU64,
+    /// Segments waiting for replay.
+    pub segments: AtomicU64,
+    /// Segments kept for another database (or unreadable): never replayed.
+    pub foreign_segments: AtomicU64,
+    /// 1 while writers commit to PostgreSQL, 0 while they spool.
+    pub database_up: AtomicU64,
 }
 
 impl ShardCounters {
@@ -167,6 +205,8 @@ impl Serialize for Malformed {
 pub struct Counters {
     pub shards: Vec<Arc<CachePadded<ShardCounters>>>,
     pub writers: Vec<Arc<CachePadded<WriterCounters>>>,
+    pub spool: Arc<CachePadded<SpoolCounters>>,
+    pub spool_gauges: Arc<SpoolGauges>,
     /// The host's UDP receive-buffer errors when the collector started.
     rcvbuf_errors_at_start: Option<u64>,
 }
@@ -188,6 +228,16 @@ pub struct Snapshot {
     pub shard: ShardTotals,
     #[serde(flatten)]
     pub writer: WriterTotals,
+    #[serde(flatten)]
+    pub spool: SpoolTotals,
+    /// Bytes of spool segments waiting for replay.
+    pub spool_bytes: u64,
+    /// Spool segments waiting for replay.
+    pub spool_segments: u64,
+    /// Spool segments kept for another database, never replayed.
+    pub spool_foreign_segments: u64,
+    /// Whether writers were committing to PostgreSQL (not spooling) at this moment.
+    pub database_up: bool,
     pub malformed: Malformed,
     /// UDP receive-buffer errors of the whole host since this collector started
     /// (/proc/net/snmp): all sockets, ours and others'.
@@ -204,6 +254,8 @@ impl Counters {
         Self {
             shards: (0..shards).map(|_| Arc::default()).collect(),
             writers: (0..writers).map(|_| Arc::default()).collect(),
+            spool: Arc::default(),
+            spool_gauges: Arc::default(),
             rcvbuf_errors_at_start: crate::obs::host::udp_rcvbuf_errors(),
         }
     }
@@ -227,6 +279,12 @@ impl Counters {
         for c in &self.writers {
             s.writer.add(&c.read());
         }
+        s.spool = self.spool.read();
+        let g = &self.spool_gauges;
+        s.spool_bytes = g.bytes.load(Relaxed);
+        s.spool_segments = g.segments.load(Relaxed);
+        s.spool_foreign_segments = g.foreign_segments.load(Relaxed);
+        s.database_up = g.database_up.load(Relaxed) == 1;
         s.host_udp_rcvbuf_errors = crate::obs::host::udp_rcvbuf_errors()
             .zip(self.rcvbuf_errors_at_start)
             .map(|(now, start)| now.saturating_sub(start));
@@ -244,11 +302,15 @@ impl Snapshot {
         };
         self.shard.each(&mut put);
         self.writer.each(&mut put);
+        self.spool.each(&mut put);
         put("malformed", self.malformed.total());
         let secs = secs.max(1e-9);
         let _ = write!(
             o,
-            "host_rcvbuf_errors={} queue={}/{} rate={:.0} flows/s written={:.0} rows/s",
+            "spool={}B/{}seg database_up={} host_rcvbuf_errors={} queue={}/{} rate={:.0} flows/s written={:.0} rows/s",
+            self.spool_bytes,
+            self.spool_segments,
+            self.database_up,
             self.host_udp_rcvbuf_errors
                 .map_or("n/a".to_string(), |v| v.to_string()),
             self.queue_depth,
@@ -294,6 +356,7 @@ mod tests {
         let mut names: Vec<&str> = ShardTotals::FIELDS
             .iter()
             .chain(WriterTotals::FIELDS)
+            .chain(SpoolTotals::FIELDS)
             .map(|(n, help)| {
                 assert!(!help.trim().is_empty(), "{n} has no help text");
                 *n

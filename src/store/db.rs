@@ -7,8 +7,12 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use postgres::{Client, NoTls};
+
+/// How long a connection attempt may take before it counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The embedded migrations, in the order they apply.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -39,6 +43,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_copy_markers",
         include_str!("../../migrations/0007_copy_markers.sql"),
+    ),
+    (
+        "0008_copy_marker_parts",
+        include_str!("../../migrations/0008_copy_marker_parts.sql"),
     ),
 ];
 
@@ -94,9 +102,18 @@ impl Schema {
 /// Opens a connection. The string is a libpq key=value string or a postgres:// URL; a host
 /// that starts with `/` is a unix socket directory.
 pub fn connect(conninfo: &str) -> Result<Client> {
-    let config: postgres::Config = conninfo
+    let mut config: postgres::Config = conninfo
         .parse()
         .context("parsing the database connection settings")?;
+    // Never hang on a dead server or a silent network: a bounded connect, and TCP keepalives
+    // that notice a peer gone mid-statement (unless the connection string set its own).
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives(true);
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(10));
+    }
     config
         .connect(NoTls)
         .with_context(|| format!("connecting to PostgreSQL ({})", redact(conninfo)))

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use anyhow::Result;
 
 use super::db::Schema;
+use super::spool::{Identity, Spool};
 use crate::obs::exporters::{ExporterDelta, ExporterTable};
 
 /// Writes exporter deltas with one statement.
@@ -139,4 +140,71 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
             silent_s: r.get(13),
         })
         .collect())
+}
+
+/// Exporter statistics a stop could not write (the database was down), kept beside the spool
+/// with the database they belong to, and written by the next run that targets it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pending {
+    identity: Identity,
+    deltas: Vec<ExporterDelta>,
+}
+
+fn pending_path(spool: &Spool) -> std::path::PathBuf {
+    spool.dir().join("exporters.pending.json")
+}
+
+/// Saves `deltas` for the next run (merged with any already waiting for this database).
+pub fn save_pending(spool: &Spool, mut deltas: Vec<ExporterDelta>) -> Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let path = pending_path(spool);
+    if let Ok(old) = std::fs::read(&path) {
+        if let Ok(p) = serde_json::from_slice::<Pending>(&old) {
+            if p.identity == *spool.identity() {
+                deltas.extend(p.deltas);
+            }
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&Pending {
+            identity: spool.identity().clone(),
+            deltas,
+        })?,
+    )?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Takes the deltas an earlier run left for this database (none for another one's).
+pub fn load_pending(spool: &Spool) -> Vec<ExporterDelta> {
+    let path = pending_path(spool);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Vec::new();
+    };
+    match serde_json::from_slice::<Pending>(&bytes) {
+        Ok(p) if p.identity == *spool.identity() => {
+            let _ = std::fs::remove_file(&path);
+            tracing::info!(
+                "{} exporter statistics row(s) from the previous run will be written",
+                p.deltas.len()
+            );
+            p.deltas
+        }
+        Ok(p) => {
+            tracing::warn!(
+                "{} holds exporter statistics for {}, not this database: kept",
+                path.display(),
+                p.identity
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!("{} unreadable, kept: {e}", path.display());
+            Vec::new()
+        }
+    }
 }

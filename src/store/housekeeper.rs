@@ -1,5 +1,6 @@
 //! The housekeeper thread: keeps day partitions ahead of the clock, indexes closed days,
-//! prunes old COPY markers and writes the exporters table every `--exporter-interval`.
+//! prunes old COPY markers and writes the exporters table every `--exporter-interval`, while
+//! the database is up.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::db::{self, Schema};
 use super::exporters::flush_exporters;
+use super::health::Health;
 use crate::obs::exporters::ExporterTable;
 
 /// Keeps partitions ahead of the clock and the exporters table current.
@@ -17,6 +19,7 @@ pub fn run(
     table: Arc<Mutex<ExporterTable>>,
     interval: Duration,
     stop: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) {
     let mut client: Option<postgres::Client> = None;
     // First partition upkeep a minute after start (not on the start-up path), then hourly.
@@ -28,6 +31,11 @@ pub fn run(
             continue;
         }
         last_flush = Instant::now();
+        // While the database is down the replayer probes it and says so; the exporter
+        // deltas wait in memory (and go beside the spool at stop).
+        if !health.is_up() {
+            continue;
+        }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = db::connect(&conninfo)
                 .map_err(|e| tracing::warn!("housekeeper: {e:#}"))

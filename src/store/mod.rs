@@ -3,12 +3,16 @@
 //! [`writer`] (writer threads: sealed batches → binary COPY, exactly once), [`copy`] (the
 //! binary COPY encoding), [`db`] (connecting, the schema name, migrations, partitions, the
 //! database target), [`pgserver`] (the private server used when none is configured),
-//! [`exporters`] (the exporters table's SQL) and [`housekeeper`] (the background upkeep
-//! thread). Reads batches from [`crate::flow`], reports to [`crate::obs`].
+//! [`exporters`] (the exporters table's SQL), [`housekeeper`] (the background upkeep
+//! thread), [`spool`] (the durable spool on disk), [`replay`] (the thread that probes the
+//! database and replays the spool) and [`health`] (whether the database takes writes now). Reads batches from [`crate::flow`], reports to [`crate::obs`].
 
 pub mod copy;
 pub mod db;
 pub mod exporters;
+pub mod health;
 pub mod housekeeper;
 pub mod pgserver;
+pub mod replay;
+pub mod spool;
 pub mod writer;

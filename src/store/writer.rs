@@ -1,70 +1,141 @@
-//! Writer threads: sealed batches from the queue into PostgreSQL with binary COPY.
+//! Writer threads: sealed batches from the queue into PostgreSQL with binary COPY, or into
+//! the spool when that cannot happen now.
 //!
 //! Each writer owns one connection. It takes every batch waiting (up to `max_rows` flows),
-//! encodes them into one buffer with [`super::copy`] and streams it as one `COPY … FROM
-//! STDIN (FORMAT binary)`. After the COPY commits it stores the batches' malformed samples,
-//! feeds their datagram headers to the [`ExporterTable`], and returns the batches to the pool.
+//! encodes them into one buffer with [`super::copy`] and gives the buffer a marker
+//! `(writer, seq)` that is never used for anything else. While the database is up it makes
+//! one attempt: `COPY … FROM STDIN (FORMAT binary)` in a transaction that also inserts the
+//! marker into `nfpg_copies`. If that fails for any reason (connection lost, server shutting
+//! down, rows refused, disk full, bad password), the buffer goes to the [`Spool`] with its
+//! marker, the batches return to the pool at once, and for the errors that mean "not now"
+//! the database is marked down so the following buffers go straight to the spool until the
+//! replayer ([`super::replay`]) sees it back. So a writer never waits on PostgreSQL for
+//! longer than one statement, and shards never wait on writers.
 //!
-//! Errors: a lost connection is retried (reconnect with back-off) with the same buffer, so
-//! nothing is lost while the database restarts; any other error is retried a few times and
-//! then the rows are counted as dropped and logged. Each COPY commits together with a
-//! (writer, sequence) row in `nfpg_copies`, so a retry after a commit whose reply was lost is
-//! refused by the primary key instead of storing the rows twice: exactly once. The `Sink` seam lets a spool (or a null
-//! sink for benchmarks) take batches instead of PostgreSQL.
+//! Exactly once: the marker commits with the rows. A COPY whose reply was lost may have
+//! committed; its buffer is spooled with the same marker, and replay meets the marker's
+//! primary key (`nfpg_copies_pkey`, and only that constraint) and skips it. Exporter
+//! statistics are counted once per batch, when its rows are committed or spooled.
+//!
+//! The `Sink` seam also gives the benchmarks a null sink.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use crossbeam_utils::CachePadded;
 use postgres::Client;
 
 use super::copy;
 use super::db::{self, Schema};
-use crate::flow::handoff::{Batch, Handoff};
+use super::health::Health;
+use super::spool::{Marker, Spool, SpoolError};
+use crate::flow::batch::FlowBatch;
+use crate::flow::handoff::{Batch, Handoff, Overflow};
 use crate::obs::exporters::ExporterTable;
 use crate::obs::latency::{Recorders, Stage};
-use crate::obs::stats::WriterCounters;
+use crate::obs::stats::{SpoolCounters, WriterCounters};
 
 /// Most batches one writer takes from the queue for one COPY (the pool is sized for it).
 pub const MAX_BATCHES_PER_COPY: usize = 16;
-/// Attempts for an error that is not a lost connection before the rows are dropped.
-const MAX_ATTEMPTS: u32 = 5;
-/// How long a writer keeps retrying a lost database after stop was requested.
-const STOP_RETRY_LIMIT: Duration = Duration::from_secs(30);
+/// Longest one statement of a writer may run before the server cancels it (a stuck COPY then
+/// fails and its data is spooled instead of holding the writer).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The marker table's primary key: a unique violation on it, and only on it, means "this
+/// COPY is already committed".
+pub const MARKER_CONSTRAINT: &str = "nfpg_copies_pkey";
 
-/// Where a writer puts encoded batches.
+/// Where a writer puts encoded COPY streams.
 pub trait Sink: Send {
-    /// Writes one binary COPY stream (header, tuples, trailer) holding `rows` rows.
-    fn write_copy(&mut self, data: &[u8], rows: usize) -> Result<(), WriteError>;
+    /// Commits one binary COPY stream (header, tuples, trailer) of `rows` rows with the
+    /// marker `(marker, part)`.
+    fn write_copy(
+        &mut self,
+        data: &[u8],
+        rows: usize,
+        marker: Marker,
+        part: i64,
+    ) -> Result<Committed, WriteError>;
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The connection is gone; reconnecting and retrying the same data is safe (the COPY
-    /// did not commit).
-    #[error("database connection lost: {0}")]
-    Connection(String),
-    /// The database refused the data.
-    #[error("database error: {0}")]
-    Other(String),
+/// How a COPY ended when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Committed now.
+    Now,
+    /// An earlier attempt with the same marker had committed (its reply was lost).
+    Already,
 }
 
-/// Writes to PostgreSQL, reconnecting when the connection drops.
+/// Why a write did not commit, classified by what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Not now: the connection is gone or cannot be made, the server is shutting down or
+    /// starting, a statement timed out, the disk is full, the server is read-only. Spool and
+    /// try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The server refused rows of this COPY. `row` is the 1-based tuple PostgreSQL named in
+    /// the error's context ("COPY flows, line N"), when it named one.
+    #[error("rows refused: {message}")]
+    Rejected { row: Option<usize>, message: String },
+    /// Configuration: bad password, no such database, schema or table, no permission.
+    /// Nothing works until an operator acts; spool and retry with back-off.
+    #[error("database configuration error: {0}")]
+    Config(String),
+}
+
+impl WriteError {
+    /// Whether the database should be treated as down (writers spool without trying).
+    pub fn is_down(&self) -> bool {
+        !matches!(self, WriteError::Rejected { .. })
+    }
+}
+
+/// Classifies a PostgreSQL error (see [`WriteError`]).
+pub fn classify(e: &postgres::Error) -> WriteError {
+    let Some(db) = e.as_db_error() else {
+        return WriteError::Unavailable(e.to_string());
+    };
+    let code = db.code().code();
+    let message = format!("{}: {}", code, db.message());
+    match &code[..2] {
+        // Data exceptions and integrity constraint violations: these rows are refused.
+        "22" | "23" => WriteError::Rejected {
+            row: db.where_().and_then(copy_line),
+            message: match db.detail() {
+                Some(d) => format!("{message} ({d})"),
+                None => message,
+            },
+        },
+        // Invalid authorization, invalid catalog (database), invalid schema name.
+        "28" | "3D" | "3F" => WriteError::Config(message),
+        // Insufficient privilege, undefined table or column.
+        "42" if matches!(code, "42501" | "42P01" | "42703" | "42704") => {
+            WriteError::Config(message)
+        }
+        _ => WriteError::Unavailable(message),
+    }
+}
+
+/// The tuple number in a COPY error's context, "COPY flows, line 17[, column …]".
+fn copy_line(context: &str) -> Option<usize> {
+    let rest = &context[context.find("line ")? + 5..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Writes to PostgreSQL on one connection, made on first use and again after it breaks.
 pub struct PgSink {
     conninfo: String,
     schema: Schema,
     copy_sql: String,
     marker_sql: String,
     client: Option<Client>,
-    /// Identifies this writer's COPYs in `nfpg_copies` (random per writer and process).
-    writer_id: i64,
-    /// Sequence number of the next COPY; advances only when one is known to be committed.
-    next_seq: i64,
 }
 
 /// How one COPY transaction failed.
@@ -77,45 +148,31 @@ enum CopyFail {
 
 impl PgSink {
     pub fn new(conninfo: &str, schema: &Schema) -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        Self::with_writer_id(conninfo, schema, h.finish() as i64)
-    }
-
-    /// A sink whose COPYs are marked with `writer_id`: a second sink with the same id (the
-    /// same writer after reconnecting) will not commit the first one's COPYs again.
-    pub fn with_writer_id(conninfo: &str, schema: &Schema, writer_id: i64) -> Self {
         Self {
             conninfo: conninfo.to_string(),
             copy_sql: copy::copy_statement(&schema.quoted()),
-            marker_sql: schema
-                .render("INSERT INTO {schema}.nfpg_copies (writer, seq, rows) VALUES ($1, $2, $3)"),
+            marker_sql: schema.render(
+                "INSERT INTO {schema}.nfpg_copies (writer, seq, part, rows) VALUES ($1, $2, $3, $4)",
+            ),
             schema: schema.clone(),
             client: None,
-            writer_id,
-            next_seq: 0,
         }
     }
 
-    /// One COPY in a transaction that first records (writer, seq) in `nfpg_copies`. If an
-    /// earlier attempt of the same COPY committed but its reply was lost with the connection,
-    /// the marker's primary key refuses the retry before any row is written again.
+    /// One COPY in a transaction that first records the marker in `nfpg_copies`.
     fn copy_once(
         client: &mut Client,
         marker_sql: &str,
         copy_sql: &str,
-        marker: (i64, i64, i64),
+        marker: [i64; 4],
         data: &[u8],
     ) -> Result<(), CopyFail> {
         let mut tx = client.transaction().map_err(CopyFail::Pg)?;
-        tx.execute(marker_sql, &[&marker.0, &marker.1, &marker.2])
-            .map_err(CopyFail::Pg)?;
+        tx.execute(
+            marker_sql,
+            &[&marker[0], &marker[1], &marker[2], &marker[3]],
+        )
+        .map_err(CopyFail::Pg)?;
         let mut w = tx.copy_in(copy_sql).map_err(CopyFail::Pg)?;
         // On error the writer is dropped without finish() (the COPY aborts) and the
         // transaction rolls back: nothing commits.
@@ -124,63 +181,70 @@ impl PgSink {
         tx.commit().map_err(CopyFail::Pg)
     }
 
-    fn client(&mut self) -> Result<&mut Client, WriteError> {
+    /// The connection, made now if there is none.
+    pub fn client(&mut self) -> Result<&mut Client, WriteError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
         }
         match &mut self.client {
             Some(c) => Ok(c),
             slot => {
-                let c = db::connect(&self.conninfo)
-                    .map_err(|e| WriteError::Connection(format!("{e:#}")))?;
+                let mut c = db::connect(&self.conninfo).map_err(|e| {
+                    match e.downcast_ref::<postgres::Error>() {
+                        Some(pe) => classify(pe),
+                        None => WriteError::Unavailable(format!("{e:#}")),
+                    }
+                })?;
+                c.batch_execute(&format!(
+                    "SET statement_timeout = {}",
+                    STATEMENT_TIMEOUT.as_millis()
+                ))
+                .map_err(|e| classify(&e))?;
                 Ok(slot.insert(c))
             }
         }
     }
 
-    fn classify(&mut self, e: postgres::Error) -> WriteError {
-        let closed = e.is_closed()
-            || self.client.as_ref().is_none_or(|c| c.is_closed())
-            || e.as_db_error().is_none();
-        if closed {
+    fn fail(&mut self, e: &postgres::Error) -> WriteError {
+        let w = classify(e);
+        if w.is_down() || self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
-            WriteError::Connection(e.to_string())
-        } else {
-            WriteError::Other(format!(
-                "{e}: {}",
-                e.as_db_error().map_or("", |d| d.message())
-            ))
         }
+        w
     }
 }
 
 impl Sink for PgSink {
-    fn write_copy(&mut self, data: &[u8], rows: usize) -> Result<(), WriteError> {
+    fn write_copy(
+        &mut self,
+        data: &[u8],
+        rows: usize,
+        marker: Marker,
+        part: i64,
+    ) -> Result<Committed, WriteError> {
         self.client()?;
         let Some(client) = self.client.as_mut() else {
-            return Err(WriteError::Connection("not connected".into()));
+            return Err(WriteError::Unavailable("not connected".into()));
         };
-        let marker = (self.writer_id, self.next_seq, rows as i64);
-        match Self::copy_once(client, &self.marker_sql, &self.copy_sql, marker, data) {
-            Ok(()) => {
-                self.next_seq += 1;
-                Ok(())
-            }
+        let m = [marker.writer, marker.seq, part, rows as i64];
+        match Self::copy_once(client, &self.marker_sql, &self.copy_sql, m, data) {
+            Ok(()) => Ok(Committed::Now),
             Err(CopyFail::Pg(e))
-                if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                if e.as_db_error()
+                    .is_some_and(|d| d.constraint() == Some(MARKER_CONSTRAINT)) =>
             {
                 tracing::info!(
-                    writer_id = self.writer_id,
-                    seq = self.next_seq,
+                    writer = marker.writer,
+                    seq = marker.seq,
+                    part,
                     "COPY already committed by an earlier attempt whose reply was lost; not written twice"
                 );
-                self.next_seq += 1;
-                Ok(())
+                Ok(Committed::Already)
             }
-            Err(CopyFail::Pg(e)) => Err(self.classify(e)),
+            Err(CopyFail::Pg(e)) => Err(self.fail(&e)),
             Err(CopyFail::Io(e)) => {
                 self.client = None;
-                Err(WriteError::Connection(e.to_string()))
+                Err(WriteError::Unavailable(e.to_string()))
             }
         }
     }
@@ -215,7 +279,7 @@ impl Sink for PgSink {
         })();
         match result {
             Ok(()) => Ok(n),
-            Err(e) => Err(self.classify(e)),
+            Err(e) => Err(self.fail(&e)),
         }
     }
 }
@@ -224,12 +288,32 @@ impl Sink for PgSink {
 pub struct NullSink;
 
 impl Sink for NullSink {
-    fn write_copy(&mut self, _data: &[u8], _rows: usize) -> Result<(), WriteError> {
-        Ok(())
+    fn write_copy(
+        &mut self,
+        _data: &[u8],
+        _rows: usize,
+        _marker: Marker,
+        _part: i64,
+    ) -> Result<Committed, WriteError> {
+        Ok(Committed::Now)
     }
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError> {
         Ok(batches.iter().map(|b| b.malformed.len()).sum())
     }
+}
+
+/// A fresh marker writer id: random per writer and process, so no two writers anywhere
+/// share one.
+pub fn new_marker_writer() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as i64
 }
 
 pub struct WriterConfig {
@@ -240,21 +324,79 @@ pub struct WriterConfig {
     pub max_rows: usize,
 }
 
-/// Runs a writer until `shards_done` is set and the queue is empty.
-pub fn run(
-    mut cfg: WriterConfig,
-    mut sink: Box<dyn Sink>,
-    handoff: Arc<Handoff>,
-    counters: Arc<CachePadded<WriterCounters>>,
-    exporters: Arc<Mutex<ExporterTable>>,
-    shards_done: Arc<AtomicBool>,
+/// What a writer shares with the rest of the collector.
+#[derive(Clone)]
+pub struct WriterShared {
+    pub handoff: Arc<Handoff>,
+    pub counters: Arc<CachePadded<WriterCounters>>,
+    pub spool_counters: Arc<CachePadded<SpoolCounters>>,
+    pub exporters: Arc<Mutex<ExporterTable>>,
+    /// Set once the shards have stopped: drain the queue and return.
+    pub shards_done: Arc<AtomicBool>,
+    /// Set when the stop budget is spent: spool instead of writing.
+    pub spool_only: Arc<AtomicBool>,
+    pub health: Arc<Health>,
+    /// None only with the null sink.
+    pub spool: Option<Arc<Spool>>,
+}
+
+/// Feeds the exporter table the datagrams of `batches` (once per batch: when its rows were
+/// committed or spooled).
+pub fn observe_exporters<'a>(
+    exporters: &Mutex<ExporterTable>,
+    batches: impl IntoIterator<Item = &'a FlowBatch>,
 ) {
+    let mut table = exporters.lock().unwrap_or_else(|p| p.into_inner());
+    for b in batches {
+        for d in &b.flows.datagrams {
+            let (packets, bytes) = b.flows.totals_of(d);
+            table.observe(d, packets, bytes);
+        }
+    }
+}
+
+/// Puts an encoded COPY stream into the spool; counts what happened. Returns whether the
+/// rows are now on disk.
+pub fn spool_copy(
+    spool: &Spool,
+    counters: &SpoolCounters,
+    marker: Marker,
+    framed: &[u8],
+    rows: usize,
+) -> bool {
+    let tuples = &framed[copy::HEADER.len()..framed.len() - copy::TRAILER.len()];
+    match spool.write(marker, tuples, rows as u64) {
+        Ok(_) => {
+            counters.rows_spooled.fetch_add(rows as u64, Relaxed);
+            counters.segments_spooled.fetch_add(1, Relaxed);
+            true
+        }
+        Err(e @ SpoolError::Full { .. }) => {
+            counters.rows_spool_full.fetch_add(rows as u64, Relaxed);
+            tracing::error!(
+                rows,
+                "rows dropped: {e} (raise --spool-max or free the disk)"
+            );
+            false
+        }
+        Err(e) => {
+            counters.rows_spool_failed.fetch_add(rows as u64, Relaxed);
+            tracing::error!(rows, "rows dropped: {e}");
+            false
+        }
+    }
+}
+
+/// Runs a writer until `shards_done` is set and the queue is empty.
+pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
     let mut batches: Vec<Batch> = Vec::with_capacity(MAX_BATCHES_PER_COPY);
     let mut buf: Vec<u8> = Vec::with_capacity(cfg.max_rows.min(1 << 20) * copy::MAX_ROW_BYTES / 2);
+    let marker_writer = new_marker_writer();
+    let mut next_seq: i64 = 0;
     loop {
         let mut rows = 0;
         while batches.len() < batches.capacity() && rows < cfg.max_rows {
-            match handoff.pop_full() {
+            match sh.handoff.pop_full() {
                 Some(b) => {
                     if let Some(sealed) = b.sealed_at {
                         cfg.recorders
@@ -267,7 +409,7 @@ pub fn run(
             }
         }
         if batches.is_empty() {
-            if shards_done.load(Relaxed) && handoff.depth() == 0 {
+            if sh.shards_done.load(Relaxed) && sh.handoff.depth() == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_micros(500));
@@ -275,49 +417,130 @@ pub fn run(
         }
         if rows > 0 {
             copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf);
+            let marker = Marker {
+                writer: marker_writer,
+                seq: next_seq,
+            };
+            next_seq += 1;
+            let live = sh.health.is_up() && !sh.spool_only.load(Relaxed);
             let copy_started = Instant::now();
-            if write_with_retry(sink.as_mut(), cfg.id, &buf, rows, &counters, &shards_done) {
-                cfg.recorders
-                    .record_duration(Stage::Copy, copy_started.elapsed());
-                let committed_us = unix_now_us();
-                for b in &batches {
-                    for d in &b.flows.datagrams {
-                        let waited = (committed_us - d.received_us).max(1) as u64;
-                        cfg.recorders
-                            .record_n(Stage::EndToEnd, waited, u64::from(d.count));
-                    }
-                }
-                counters.rows_written.fetch_add(rows as u64, Relaxed);
-                counters
-                    .batches_written
-                    .fetch_add(batches.len() as u64, Relaxed);
-                counters.copies.fetch_add(1, Relaxed);
-                let mut table = exporters.lock().unwrap_or_else(|p| p.into_inner());
-                for b in &batches {
-                    for d in &b.flows.datagrams {
-                        let (packets, bytes) = b.flows.totals_of(d);
-                        table.observe(d, packets, bytes);
-                    }
-                }
+            let result = if live {
+                sink.write_copy(&buf, rows, marker, 0)
             } else {
-                counters.rows_dropped.fetch_add(rows as u64, Relaxed);
+                Err(WriteError::Unavailable("database down".into()))
+            };
+            match result {
+                Ok(_) => {
+                    cfg.recorders
+                        .record_duration(Stage::Copy, copy_started.elapsed());
+                    let committed_us = unix_now_us();
+                    for b in &batches {
+                        for d in &b.flows.datagrams {
+                            let waited = (committed_us - d.received_us).max(1) as u64;
+                            cfg.recorders
+                                .record_n(Stage::EndToEnd, waited, u64::from(d.count));
+                        }
+                    }
+                    sh.counters.rows_written.fetch_add(rows as u64, Relaxed);
+                    sh.counters
+                        .batches_written
+                        .fetch_add(batches.len() as u64, Relaxed);
+                    sh.counters.copies.fetch_add(1, Relaxed);
+                    observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
+                }
+                Err(e) => {
+                    if live {
+                        sh.counters.write_errors.fetch_add(1, Relaxed);
+                        if e.is_down() {
+                            sh.health.mark_down(&e);
+                        } else {
+                            tracing::warn!(
+                                writer = cfg.id,
+                                rows,
+                                "COPY refused, spooled for replay (which keeps every row it can and dead-letters the rest): {e}"
+                            );
+                        }
+                    }
+                    let stored = match &sh.spool {
+                        Some(spool) => spool_copy(spool, &sh.spool_counters, marker, &buf, rows),
+                        None => false,
+                    };
+                    if stored {
+                        observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
+                    } else if sh.spool.is_none() {
+                        // With a spool, its counters say why the rows were dropped.
+                        sh.counters.rows_dropped.fetch_add(rows as u64, Relaxed);
+                    }
+                }
             }
         }
-        if batches.iter().any(|b| !b.malformed.is_empty()) {
+        let samples: usize = batches.iter().map(|b| b.malformed.len()).sum();
+        if samples > 0 && !sh.health.is_up() {
+            sh.counters
+                .malformed_samples_skipped
+                .fetch_add(samples as u64, Relaxed);
+        } else if samples > 0 {
             match sink.write_samples(&batches) {
                 Ok(n) => {
-                    counters
+                    sh.counters
                         .malformed_samples_written
                         .fetch_add(n as u64, Relaxed);
                 }
                 Err(e) => {
-                    counters.write_errors.fetch_add(1, Relaxed);
+                    sh.counters.write_errors.fetch_add(1, Relaxed);
+                    sh.counters
+                        .malformed_samples_skipped
+                        .fetch_add(samples as u64, Relaxed);
                     tracing::warn!(writer = cfg.id, "malformed samples not stored: {e}");
                 }
             }
         }
         for b in batches.drain(..) {
-            handoff.give_back(b);
+            sh.handoff.give_back(b);
+        }
+    }
+}
+
+/// A shard's [`Overflow`]: writes the batch to the spool with a marker of its own.
+pub struct SpoolOverflow {
+    pub spool: Arc<Spool>,
+    pub counters: Arc<CachePadded<SpoolCounters>>,
+    pub exporters: Arc<Mutex<ExporterTable>>,
+    marker_writer: i64,
+    next_seq: i64,
+    buf: Vec<u8>,
+}
+
+impl SpoolOverflow {
+    pub fn new(
+        spool: Arc<Spool>,
+        counters: Arc<CachePadded<SpoolCounters>>,
+        exporters: Arc<Mutex<ExporterTable>>,
+    ) -> Self {
+        Self {
+            spool,
+            counters,
+            exporters,
+            marker_writer: new_marker_writer(),
+            next_seq: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Overflow for SpoolOverflow {
+    fn absorb(&mut self, batch: &FlowBatch) {
+        if batch.flows.is_empty() {
+            return;
+        }
+        copy::encode_copy([&batch.flows], &mut self.buf);
+        let marker = Marker {
+            writer: self.marker_writer,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        if spool_copy(&self.spool, &self.counters, marker, &self.buf, batch.len()) {
+            observe_exporters(&self.exporters, [batch]);
         }
     }
 }
@@ -328,51 +551,17 @@ fn unix_now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Writes one COPY, retrying as described in the module doc. Returns whether it committed.
-fn write_with_retry(
-    sink: &mut dyn Sink,
-    id: usize,
-    data: &[u8],
-    rows: usize,
-    counters: &WriterCounters,
-    stopping: &AtomicBool,
-) -> bool {
-    let mut attempts = 0;
-    let mut backoff = Duration::from_millis(100);
-    let mut stop_seen: Option<Instant> = None;
-    loop {
-        match sink.write_copy(data, rows) {
-            Ok(()) => return true,
-            Err(e) => {
-                counters.write_errors.fetch_add(1, Relaxed);
-                let give_up = match &e {
-                    WriteError::Connection(_) => {
-                        if stopping.load(Relaxed) {
-                            stop_seen.get_or_insert_with(Instant::now).elapsed() > STOP_RETRY_LIMIT
-                        } else {
-                            false
-                        }
-                    }
-                    WriteError::Other(_) => {
-                        attempts += 1;
-                        attempts >= MAX_ATTEMPTS
-                    }
-                };
-                if give_up {
-                    tracing::error!(writer = id, rows, "giving up on a batch, rows dropped: {e}");
-                    return false;
-                }
-                tracing::warn!(writer = id, "write failed, retrying in {backoff:?}: {e}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Connects, so a writer fails at start rather than at its first batch.
-pub fn connect_check(conninfo: &str) -> Result<()> {
-    db::connect(conninfo)
-        .map(|_| ())
-        .context("writer connection")
+    #[test]
+    fn copy_context_gives_the_row() {
+        assert_eq!(copy_line("COPY flows, line 17"), Some(17));
+        assert_eq!(
+            copy_line("COPY flows, line 3, column protocol: \"300\""),
+            Some(3)
+        );
+        assert_eq!(copy_line("SQL statement"), None);
+    }
 }

@@ -77,6 +77,23 @@ impl TestDb {
         );
     }
 
+    /// Stops the server (an outage until [`TestDb::start_server`]).
+    pub fn stop_server(&mut self) {
+        self.db
+            .server
+            .as_mut()
+            .expect("a private server")
+            .stop()
+            .expect("stop PostgreSQL");
+    }
+
+    /// Starts the server again on the same directory and socket.
+    pub fn start_server(&mut self) {
+        self.db.server = Some(
+            nfpg::store::pgserver::PgServer::start(self._dir.path()).expect("restart PostgreSQL"),
+        );
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         self.client().query_one(sql, &[]).expect(sql).get(0)
     }
@@ -94,6 +111,8 @@ pub fn free_port() -> u16 {
 /// A running `nfpg run` child process.
 pub struct Nfpg {
     child: Option<Child>,
+    /// The spool directory this run got (unless the caller passed `--spool-dir`).
+    pub spool: Option<tempfile::TempDir>,
     pub port: u16,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -131,6 +150,17 @@ impl Nfpg {
         if let Some(c) = conninfo {
             cmd.args(["--database-url", c]);
         }
+        // Every run its own spool, so tests running side by side never share one.
+        let spool = if extra.contains(&"--spool-dir") {
+            None
+        } else {
+            let d = tempfile::Builder::new()
+                .prefix("nfpg-spool")
+                .tempdir()
+                .expect("spool dir");
+            cmd.arg("--spool-dir").arg(d.path());
+            Some(d)
+        };
         let mut child = cmd.spawn().expect("spawn nfpg");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -155,6 +185,7 @@ impl Nfpg {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         Nfpg {
             child: Some(child),
+            spool,
             port,
             addr,
             stderr,
@@ -171,6 +202,14 @@ impl Nfpg {
 
     pub fn signal(&self, sig: i32) {
         send_signal(self.pid(), sig);
+    }
+
+    /// SIGKILL: no clean stop at all.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9 nfpg");
+            c.wait().expect("reap nfpg");
+        }
     }
 
     /// SIGTERM, wait for a clean exit (status 0), return the final statistics.
@@ -300,4 +339,86 @@ pub fn send_paced(sock: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>]) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Scrapes nfpg's /metrics: every series by name, plus per-family sums keyed `name:sum`
+/// (or `name:reason` for the malformed reasons).
+pub fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let mut sums: std::collections::BTreeMap<String, f64> = Default::default();
+    for line in body
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        let v: f64 = value.parse().unwrap();
+        sums.insert(name.to_string(), v);
+        // Also sum over labels other than reason/exporter, keyed by name{reason}.
+        let base = name.split('{').next().unwrap();
+        let reason = name
+            .split("reason=\"")
+            .nth(1)
+            .map(|r| r.split('"').next().unwrap());
+        let key = match reason {
+            Some(r) => format!("{base}:{r}"),
+            None => format!("{base}:sum"),
+        };
+        *sums.entry(key).or_default() += v;
+    }
+    sums
+}
+
+/// The workspace's loadgen binary next to nfpg's (built by `cargo test --workspace`; built
+/// here if this test runs alone).
+pub fn loadgen() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_nfpg")).with_file_name("nfpg-loadgen");
+    if !path.is_file() {
+        let profile = if cfg!(debug_assertions) {
+            vec![]
+        } else {
+            vec!["--release"]
+        };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "nfpg-loadgen"])
+            .args(profile)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build -p nfpg-loadgen");
+        assert!(status.success());
+    }
+    path
+}
+
+/// Runs loadgen with `args`; returns its JSON report and exit code.
+pub fn run_loadgen(args: &[&str]) -> (serde_json::Value, i32) {
+    let out = Command::new(loadgen())
+        .args(args)
+        .output()
+        .expect("run nfpg-loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "loadgen report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report, out.status.code().unwrap_or(-1))
+}
+
+/// A TCP port free on 127.0.0.1 right now (for the metrics listener).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

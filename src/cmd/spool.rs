@@ -1,0 +1,64 @@
+//! `nfpg spool`: what waits in the spool, read without taking its lock (it works while a
+//! collector runs): segments in replay order with the database each is meant for, dead
+//! letters with the error PostgreSQL gave, and how to load one by hand.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::store::copy::FLOW_COLUMNS;
+use crate::store::db::Schema;
+use crate::store::spool::{list_segments, read_header};
+
+/// Prints the spool in `dir`.
+pub fn run(dir: &Path, schema: &str) -> Result<()> {
+    let schema = Schema::new(schema)?;
+    let mut total_rows = 0u64;
+    let segments = list_segments(dir)?;
+    println!("spool {}: {} segment(s)", dir.display(), segments.len());
+    for p in &segments {
+        match read_header(p) {
+            Ok(h) => {
+                total_rows += h.rows;
+                println!(
+                    "  {}  {} rows  marker {}/{}  for {}",
+                    p.display(),
+                    h.rows,
+                    h.marker.writer,
+                    h.marker.seq,
+                    h.identity
+                );
+            }
+            Err(e) => println!("  {}  unreadable: {e:#}", p.display()),
+        }
+    }
+    println!("{total_rows} rows waiting for replay");
+    let dead = dir.join("dead");
+    let letters = if dead.is_dir() {
+        list_segments(&dead)?
+    } else {
+        Vec::new()
+    };
+    println!("dead letters ({}): {}", dead.display(), letters.len());
+    for p in &letters {
+        match read_header(p) {
+            Ok(h) => println!(
+                "  {}  {} row(s)  {}",
+                p.display(),
+                h.rows,
+                h.error.as_deref().unwrap_or("")
+            ),
+            Err(e) => println!("  {}  unreadable: {e:#}", p.display()),
+        }
+    }
+    println!(
+        "\nA segment is a binary COPY file; PostgreSQL skips nfpg's header. To load one by hand\n\
+         (as a superuser, or with pg_read_server_files; psql's \\copy works from a client):\n  \
+         COPY {}.flows ({}) FROM '<file>' (FORMAT binary);\n\
+         Remove a segment only after it is loaded: nfpg replays what is left (exactly once only\n\
+         for rows it commits itself).",
+        schema.quoted(),
+        FLOW_COLUMNS.join(", ")
+    );
+    Ok(())
+}
