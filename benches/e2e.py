@@ -1360,6 +1360,10 @@ def write_replay(a, cmdline: str, cfg, r: ReplayRun | None, err: str) -> None:
       "bound of the replay on its own. The replay time includes nfpg's reconnection after the "
       "restart (the `nfpg_database_up` row). Stored = sent is loadgen's check of every flow it "
       "sent, before, during and after the outage.")
+    if r.other is not None and r.other >= 0.5:
+        a("")
+        a(f"**Other work used {r.other:.2f} of {os.cpu_count()} cores during this run**: the "
+          "replay competed with it for the cores; expect a higher rate on an idle machine.")
     for n in r.notes:
         a(f"- {n}")
     a("")

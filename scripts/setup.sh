@@ -4,9 +4,12 @@
 #               database is configured; the tests start one per test the same way
 #   softflowd   a real NetFlow exporter, used by the integration tests
 #   nfdump      nfcapd/nfdump, the reference collector the tests and benchmarks compare with
+#   tshark      Wireshark's decoder: fixtures/make-expected.py and tests/tshark_fixtures.rs rebuild
+#               the v9/IPFIX expectations with it. Its debconf question (may non-root users
+#               capture?) takes its default, no, under DEBIAN_FRONTEND=noninteractive.
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
-packages=(postgresql softflowd nfdump)
+packages=(postgresql softflowd nfdump tshark)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

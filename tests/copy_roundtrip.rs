@@ -31,7 +31,23 @@ fn push_flow(b: &mut Columns, dg: usize, start_ms: i64, src: &str, dst: &str, ma
     b.dst_as.push(v(u32::MAX));
     b.src_mask.push(if max { 32 } else { 0 });
     b.dst_mask.push(if max { 128 } else { 0 });
+    // max rows carry every optional field at its largest; the others none (all NULL).
+    b.present.push(if max { (1 << 20) - 1 } else { 0 });
+    b.direction.push(if max { u8::MAX } else { 0 });
+    b.end_reason.push(if max { u8::MAX } else { 0 });
+    b.vlan.push(if max { u16::MAX } else { 0 });
+    b.mpls_label.push(v(u32::MAX));
+    b.icmp_type.push(if max { u16::MAX } else { 0 });
+    b.post_nat_src
+        .push(addr_to_u128("198.51.100.7".parse().unwrap()));
+    b.post_nat_dst
+        .push(addr_to_u128("2001:db8::99".parse().unwrap()));
+    b.post_nat_src_port.push(if max { u16::MAX } else { 0 });
+    b.post_nat_dst_port.push(if max { u16::MAX } else { 0 });
+    b.sampling_interval.push(v(u32::MAX));
+    b.sampling_source.push(if max { 6 } else { 0 });
     b.datagrams[dg].count += 1;
+    assert!(b.is_aligned());
 }
 
 #[test]
@@ -107,7 +123,10 @@ fn encoder_round_trips_through_postgresql() {
                     src_port, dst_port, protocol, tcp_flags, tos, input_if, output_if, packets, bytes,
                     src_as, dst_as, src_mask, dst_mask, exporter::text, engine_type, engine_id,
                     sampling_interval, sampling_mode, netflow_version,
-                    (extract(epoch FROM received_at) * 1000000)::int8
+                    (extract(epoch FROM received_at) * 1000000)::int8,
+                    source_id, direction, end_reason, vlan, mpls_label, icmp_type,
+                    post_nat_src_addr::text, post_nat_dst_addr::text, post_nat_src_port,
+                    post_nat_dst_port, sampling_source
              FROM rt.flows ORDER BY received_at, flow_start",
             &[],
         )
@@ -129,33 +148,72 @@ fn encoder_round_trips_through_postgresql() {
         };
         assert_eq!(r.get::<_, String>(2), host(b.src_addr[i]));
         assert_eq!(r.get::<_, String>(3), host(b.dst_addr[i]));
-        assert_eq!(r.get::<_, String>(4), host(b.next_hop[i]));
+        let has = |bit: u32| b.present[i] & bit != 0;
+        use nfpg_wire::columns::present as p;
+        let opt = |bit: u32, v: i64| has(bit).then_some(v);
+        assert_eq!(
+            r.get::<_, Option<String>>(4),
+            has(p::NEXT_HOP).then(|| host(b.next_hop[i]))
+        );
         let fam = if nfpg::flow::batch::u128_to_addr(b.dst_addr[i]).is_ipv4() {
             4
         } else {
             6
         };
         assert_eq!(r.get::<_, i32>(5), fam);
-        assert_eq!(r.get::<_, i32>(6), i32::from(b.src_port[i]));
-        assert_eq!(r.get::<_, i32>(7), i32::from(b.dst_port[i]));
+        let i32_at = |k: usize| r.get::<_, Option<i32>>(k).map(i64::from);
+        let i16_at = |k: usize| r.get::<_, Option<i16>>(k).map(i64::from);
+        let i64_at = |k: usize| r.get::<_, Option<i64>>(k);
+        assert_eq!(i32_at(6), opt(p::SRC_PORT, i64::from(b.src_port[i])));
+        assert_eq!(i32_at(7), opt(p::DST_PORT, i64::from(b.dst_port[i])));
         assert_eq!(r.get::<_, i16>(8), i16::from(b.protocol[i]));
-        assert_eq!(r.get::<_, i16>(9), i16::from(b.tcp_flags[i]));
-        assert_eq!(r.get::<_, i16>(10), i16::from(b.tos[i]));
-        assert_eq!(r.get::<_, i64>(11), i64::from(b.input_if[i]));
-        assert_eq!(r.get::<_, i64>(12), i64::from(b.output_if[i]));
+        assert_eq!(i16_at(9), opt(p::TCP_FLAGS, i64::from(b.tcp_flags[i])));
+        assert_eq!(i16_at(10), opt(p::TOS, i64::from(b.tos[i])));
+        assert_eq!(i64_at(11), opt(p::INPUT_IF, i64::from(b.input_if[i])));
+        assert_eq!(i64_at(12), opt(p::OUTPUT_IF, i64::from(b.output_if[i])));
         assert_eq!(r.get::<_, i64>(13) as u64, b.packets[i]);
         assert_eq!(r.get::<_, i64>(14) as u64, b.bytes[i]);
-        assert_eq!(r.get::<_, i64>(15), i64::from(b.src_as[i]));
-        assert_eq!(r.get::<_, i64>(16), i64::from(b.dst_as[i]));
-        assert_eq!(r.get::<_, i16>(17), i16::from(b.src_mask[i]));
-        assert_eq!(r.get::<_, i16>(18), i16::from(b.dst_mask[i]));
+        assert_eq!(i64_at(15), opt(p::SRC_AS, i64::from(b.src_as[i])));
+        assert_eq!(i64_at(16), opt(p::DST_AS, i64::from(b.dst_as[i])));
+        assert_eq!(i16_at(17), opt(p::SRC_MASK, i64::from(b.src_mask[i])));
+        assert_eq!(i16_at(18), opt(p::DST_MASK, i64::from(b.dst_mask[i])));
         assert_eq!(r.get::<_, String>(19), host(dg.exporter));
         assert_eq!(r.get::<_, i16>(20), i16::from(dg.engine_type));
         assert_eq!(r.get::<_, i16>(21), i16::from(dg.engine_id));
-        assert_eq!(r.get::<_, i32>(22), i32::from(dg.sampling_interval));
+        assert_eq!(
+            i64::from(r.get::<_, i32>(22)),
+            i64::from(b.sampling_interval[i]).min(i64::from(i32::MAX)),
+            "sampling interval per row, saturated"
+        );
         assert_eq!(r.get::<_, i16>(23), i16::from(dg.sampling_mode));
         assert_eq!(r.get::<_, i16>(24), 5);
         assert_eq!(r.get::<_, i64>(25), dg.received_us);
+        assert_eq!(r.get::<_, i64>(26), i64::from(dg.source_id));
+        assert_eq!(i16_at(27), opt(p::DIRECTION, i64::from(b.direction[i])));
+        assert_eq!(i16_at(28), opt(p::END_REASON, i64::from(b.end_reason[i])));
+        assert_eq!(i32_at(29), opt(p::VLAN, i64::from(b.vlan[i])));
+        assert_eq!(
+            i32_at(30),
+            opt(p::MPLS_LABEL, i64::from(b.mpls_label[i] & 0xfffff))
+        );
+        assert_eq!(i32_at(31), opt(p::ICMP_TYPE, i64::from(b.icmp_type[i])));
+        assert_eq!(
+            r.get::<_, Option<String>>(32),
+            has(p::POST_NAT_SRC_ADDR).then(|| host(b.post_nat_src[i]))
+        );
+        assert_eq!(
+            r.get::<_, Option<String>>(33),
+            has(p::POST_NAT_DST_ADDR).then(|| host(b.post_nat_dst[i]))
+        );
+        assert_eq!(
+            i32_at(34),
+            opt(p::POST_NAT_SRC_PORT, i64::from(b.post_nat_src_port[i]))
+        );
+        assert_eq!(
+            i32_at(35),
+            opt(p::POST_NAT_DST_PORT, i64::from(b.post_nat_dst_port[i]))
+        );
+        assert_eq!(r.get::<_, i16>(36), i16::from(b.sampling_source[i]));
     }
     // The explicit edge values, read back by PostgreSQL's own text forms.
     let edge: Vec<(String, String)> = c

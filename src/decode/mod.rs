@@ -5,6 +5,9 @@
 //! observation domain, shared by all shards) living in this folder. The shard calls
 //! [`datagram`] and never names a wire format itself.
 
+pub mod hold;
+pub mod shared;
+
 use nfpg_wire::columns::{Columns, DatagramMeta};
 pub use nfpg_wire::v5::DecodeError;
 

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use crate::flow::batch::{as_v4, Columns};
+use nfpg_wire::columns::present as p;
 
 /// Signature, flags and header extension length.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -45,11 +46,22 @@ pub const FLOW_COLUMNS: &[&str] = &[
     "sampling_mode",
     "netflow_version",
     "received_at",
+    "source_id",
+    "direction",
+    "end_reason",
+    "vlan",
+    "mpls_label",
+    "icmp_type",
+    "post_nat_src_addr",
+    "post_nat_dst_addr",
+    "post_nat_src_port",
+    "post_nat_dst_port",
+    "sampling_source",
 ];
 
-/// Upper bound of one encoded row, for reserving the output buffer: 25 length words, three
-/// IPv6 `inet`s, four timestamps and the rest at 8 bytes.
-pub const MAX_ROW_BYTES: usize = 2 + 25 * 4 + 4 * 20 + 4 * 8 + 14 * 8;
+/// Upper bound of one encoded row, for reserving the output buffer: 36 length words, six
+/// `inet`s of IPv6 size, and every other field at 8 bytes.
+pub const MAX_ROW_BYTES: usize = 2 + 36 * 4 + 6 * 20 + 30 * 8;
 
 /// `COPY schema.flows (…) FROM STDIN (FORMAT binary)` for a quoted schema name.
 pub fn copy_statement(quoted_schema: &str) -> String {
@@ -90,6 +102,11 @@ fn i64_field(out: &mut Vec<u8>, v: i64) {
 }
 
 #[inline(always)]
+fn null_field(out: &mut Vec<u8>) {
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+}
+
+#[inline(always)]
 fn inet_field(out: &mut Vec<u8>, addr: u128) {
     match as_v4(addr) {
         Some(v4) => {
@@ -122,34 +139,73 @@ pub fn encode_rows(batch: &Columns, out: &mut Vec<u8>) {
     for dg in &batch.datagrams {
         let received = pg_time_from_unix_us(dg.received_us);
         let start = dg.first_flow as usize;
+        let source_id = i64::from(dg.source_id);
         for i in start..start + usize::from(dg.count) {
+            let has = batch.present[i];
+            // Optional fields: the value when the row has it, else NULL.
+            macro_rules! opt {
+                ($bit:expr, $write:expr) => {
+                    if has & $bit != 0 {
+                        $write
+                    } else {
+                        null_field(out)
+                    }
+                };
+            }
             out.extend_from_slice(&field_count);
             i64_field(out, pg_time_from_unix_ms(batch.flow_start_ms[i]));
             i64_field(out, pg_time_from_unix_ms(batch.flow_end_ms[i]));
             inet_field(out, batch.src_addr[i]);
             inet_field(out, batch.dst_addr[i]);
-            inet_field(out, batch.next_hop[i]);
-            i32_field(out, i32::from(batch.src_port[i]));
-            i32_field(out, i32::from(batch.dst_port[i]));
+            opt!(p::NEXT_HOP, inet_field(out, batch.next_hop[i]));
+            opt!(p::SRC_PORT, i32_field(out, i32::from(batch.src_port[i])));
+            opt!(p::DST_PORT, i32_field(out, i32::from(batch.dst_port[i])));
             i16_field(out, i16::from(batch.protocol[i]));
-            i16_field(out, i16::from(batch.tcp_flags[i]));
-            i16_field(out, i16::from(batch.tos[i]));
-            i64_field(out, i64::from(batch.input_if[i]));
-            i64_field(out, i64::from(batch.output_if[i]));
-            // Counters above i64::MAX cannot come from v5 (u32); saturate rather than wrap.
+            opt!(p::TCP_FLAGS, i16_field(out, i16::from(batch.tcp_flags[i])));
+            opt!(p::TOS, i16_field(out, i16::from(batch.tos[i])));
+            opt!(p::INPUT_IF, i64_field(out, i64::from(batch.input_if[i])));
+            opt!(p::OUTPUT_IF, i64_field(out, i64::from(batch.output_if[i])));
+            // Counters above i64::MAX cannot be meant; saturate rather than wrap.
             i64_field(out, i64::try_from(batch.packets[i]).unwrap_or(i64::MAX));
             i64_field(out, i64::try_from(batch.bytes[i]).unwrap_or(i64::MAX));
-            i64_field(out, i64::from(batch.src_as[i]));
-            i64_field(out, i64::from(batch.dst_as[i]));
-            i16_field(out, i16::from(batch.src_mask[i]));
-            i16_field(out, i16::from(batch.dst_mask[i]));
+            opt!(p::SRC_AS, i64_field(out, i64::from(batch.src_as[i])));
+            opt!(p::DST_AS, i64_field(out, i64::from(batch.dst_as[i])));
+            opt!(p::SRC_MASK, i16_field(out, i16::from(batch.src_mask[i])));
+            opt!(p::DST_MASK, i16_field(out, i16::from(batch.dst_mask[i])));
             inet_field(out, dg.exporter);
             i16_field(out, i16::from(dg.engine_type));
             i16_field(out, i16::from(dg.engine_id));
-            i32_field(out, i32::from(dg.sampling_interval));
+            // int4: intervals above 2^31 are not real; saturate.
+            i32_field(
+                out,
+                i32::try_from(batch.sampling_interval[i]).unwrap_or(i32::MAX),
+            );
             i16_field(out, i16::from(dg.sampling_mode));
             i16_field(out, i16::from(dg.version));
             i64_field(out, received);
+            i64_field(out, source_id);
+            opt!(p::DIRECTION, i16_field(out, i16::from(batch.direction[i])));
+            opt!(
+                p::END_REASON,
+                i16_field(out, i16::from(batch.end_reason[i]))
+            );
+            opt!(p::VLAN, i32_field(out, i32::from(batch.vlan[i])));
+            opt!(
+                p::MPLS_LABEL,
+                i32_field(out, (batch.mpls_label[i] & 0x000f_ffff) as i32)
+            );
+            opt!(p::ICMP_TYPE, i32_field(out, i32::from(batch.icmp_type[i])));
+            opt!(p::POST_NAT_SRC_ADDR, inet_field(out, batch.post_nat_src[i]));
+            opt!(p::POST_NAT_DST_ADDR, inet_field(out, batch.post_nat_dst[i]));
+            opt!(
+                p::POST_NAT_SRC_PORT,
+                i32_field(out, i32::from(batch.post_nat_src_port[i]))
+            );
+            opt!(
+                p::POST_NAT_DST_PORT,
+                i32_field(out, i32::from(batch.post_nat_dst_port[i]))
+            );
+            i16_field(out, i16::from(batch.sampling_source[i]));
         }
     }
 }
@@ -205,20 +261,35 @@ mod tests {
         }
         b.packets.push(u64::from(u32::MAX));
         b.bytes.push(u64::MAX);
+        b.present.push(nfpg_wire::columns::present::V5);
+        b.sampling_interval.push(7);
+        b.sampling_source.push(1);
+        b.extend_absent(1);
+        assert!(b.is_aligned());
         let mut framed = Vec::new();
         encode_copy([&b], &mut framed);
         assert_eq!(&framed[..HEADER.len()], HEADER);
         assert_eq!(&framed[framed.len() - 2..], TRAILER);
         let out = framed[HEADER.len()..framed.len() - 2].to_vec();
         assert!(out.len() <= MAX_ROW_BYTES);
-        assert_eq!(&out[..2], &25i16.to_be_bytes());
+        assert_eq!(&out[..2], &(FLOW_COLUMNS.len() as i16).to_be_bytes());
         // flow_start = the PostgreSQL epoch exactly; flow_end one ms before it.
         assert_eq!(&out[2..14], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&out[18..26], &(-1000i64).to_be_bytes());
         // src 10.0.0.1 as IPv4 inet, dst as IPv6 inet.
         assert_eq!(&out[26..38], &[0, 0, 0, 8, 2, 32, 0, 4, 10, 0, 0, 1]);
         assert_eq!(&out[38..46], &[0, 0, 0, 20, 3, 128, 0, 16]);
-        // received_at: 1 µs after the PostgreSQL epoch, the last field.
-        assert_eq!(&out[out.len() - 8..], &1i64.to_be_bytes());
+        // The tail: received_at (1 µs after the PostgreSQL epoch), source_id 0, the nine
+        // fields v5 does not carry as NULLs, then sampling_source 1.
+        let mut tail = Vec::new();
+        tail.extend_from_slice(&[0, 0, 0, 8]);
+        tail.extend_from_slice(&1i64.to_be_bytes());
+        tail.extend_from_slice(&[0, 0, 0, 8]);
+        tail.extend_from_slice(&0i64.to_be_bytes());
+        for _ in 0..9 {
+            tail.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        tail.extend_from_slice(&[0, 0, 0, 2, 0, 1]);
+        assert_eq!(&out[out.len() - tail.len()..], &tail[..]);
     }
 }

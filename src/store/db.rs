@@ -48,6 +48,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_copy_marker_parts",
         include_str!("../../migrations/0008_copy_marker_parts.sql"),
     ),
+    (
+        "0009_flow_fields_v9_ipfix",
+        include_str!("../../migrations/0009_flow_fields_v9_ipfix.sql"),
+    ),
+    (
+        "0010_templates",
+        include_str!("../../migrations/0010_templates.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII).

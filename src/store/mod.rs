@@ -15,4 +15,5 @@ pub mod housekeeper;
 pub mod pgserver;
 pub mod replay;
 pub mod spool;
+pub mod templates;
 pub mod writer;

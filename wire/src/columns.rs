@@ -43,6 +43,64 @@ pub fn as_v4(v: u128) -> Option<Ipv4Addr> {
     Ipv6Addr::from(v).to_ipv4_mapped()
 }
 
+/// Bits of [`Columns::present`]: which optional fields a row has. A field whose bit is clear
+/// is stored as NULL (the exporter's template did not carry it); the value in its column is
+/// then a placeholder (zero).
+pub mod present {
+    pub const NEXT_HOP: u32 = 1 << 0;
+    pub const SRC_PORT: u32 = 1 << 1;
+    pub const DST_PORT: u32 = 1 << 2;
+    pub const TCP_FLAGS: u32 = 1 << 3;
+    pub const TOS: u32 = 1 << 4;
+    pub const INPUT_IF: u32 = 1 << 5;
+    pub const OUTPUT_IF: u32 = 1 << 6;
+    pub const SRC_AS: u32 = 1 << 7;
+    pub const DST_AS: u32 = 1 << 8;
+    pub const SRC_MASK: u32 = 1 << 9;
+    pub const DST_MASK: u32 = 1 << 10;
+    pub const DIRECTION: u32 = 1 << 11;
+    pub const END_REASON: u32 = 1 << 12;
+    pub const VLAN: u32 = 1 << 13;
+    pub const MPLS_LABEL: u32 = 1 << 14;
+    pub const ICMP_TYPE: u32 = 1 << 15;
+    pub const POST_NAT_SRC_ADDR: u32 = 1 << 16;
+    pub const POST_NAT_DST_ADDR: u32 = 1 << 17;
+    pub const POST_NAT_SRC_PORT: u32 = 1 << 18;
+    pub const POST_NAT_DST_PORT: u32 = 1 << 19;
+    /// Every field a v5 record carries.
+    pub const V5: u32 = NEXT_HOP
+        | SRC_PORT
+        | DST_PORT
+        | TCP_FLAGS
+        | TOS
+        | INPUT_IF
+        | OUTPUT_IF
+        | SRC_AS
+        | DST_AS
+        | SRC_MASK
+        | DST_MASK;
+}
+
+/// Where a row's sampling interval came from (stored with the row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SamplingSource {
+    /// The exporter said nothing about sampling (interval 0).
+    None = 0,
+    /// The v5 header's sampling field.
+    V5Header = 1,
+    /// A field of the data record itself (v9/IPFIX samplingInterval, 34).
+    DataRecord = 2,
+    /// Options data for the record's sampler id (v9 FLOW_SAMPLER_ID 48, IPFIX selectorId 302).
+    OptionsSampler = 3,
+    /// Options data for the whole exporter / observation domain (no sampler id).
+    OptionsExporter = 4,
+    /// IPFIX samplingPacketInterval / samplingPacketSpace (305/306): 1 in (interval+space)/interval.
+    PacketInterval = 5,
+    /// The operator's per-exporter override.
+    Override = 6,
+}
+
 /// What the receiver knows about a datagram before decoding it.
 #[derive(Clone, Copy, Debug)]
 pub struct DatagramMeta {
@@ -60,6 +118,8 @@ pub struct DatagramInfo {
     pub first_flow: u32,
     pub count: u16,
     pub version: u8,
+    /// v9 source id or IPFIX observation domain (0 for v5).
+    pub source_id: u32,
     pub engine_type: u8,
     pub engine_id: u8,
     /// Sampling mode (top 2 bits of the v5 field).
@@ -94,6 +154,25 @@ pub struct Columns {
     pub dst_as: Vec<u32>,
     pub src_mask: Vec<u8>,
     pub dst_mask: Vec<u8>,
+    /// Which optional fields each row has ([`present`] bits).
+    pub present: Vec<u32>,
+    /// 0 ingress, 1 egress (flowDirection, 61).
+    pub direction: Vec<u8>,
+    /// flowEndReason (136).
+    pub end_reason: Vec<u8>,
+    pub vlan: Vec<u16>,
+    /// The top MPLS label (20 bits).
+    pub mpls_label: Vec<u32>,
+    /// ICMP type × 256 + code, when exported as a field of its own (v9/IPFIX 32, 139).
+    pub icmp_type: Vec<u16>,
+    pub post_nat_src: Vec<u128>,
+    pub post_nat_dst: Vec<u128>,
+    pub post_nat_src_port: Vec<u16>,
+    pub post_nat_dst_port: Vec<u16>,
+    /// 1 in N packets sampled; 0 = unsampled or unknown.
+    pub sampling_interval: Vec<u32>,
+    /// [`SamplingSource`] of `sampling_interval`.
+    pub sampling_source: Vec<u8>,
     pub datagrams: Vec<DatagramInfo>,
 }
 
@@ -121,9 +200,76 @@ impl Columns {
             dst_as: Vec::with_capacity(capacity),
             src_mask: Vec::with_capacity(capacity),
             dst_mask: Vec::with_capacity(capacity),
+            present: Vec::with_capacity(capacity),
+            direction: Vec::with_capacity(capacity),
+            end_reason: Vec::with_capacity(capacity),
+            vlan: Vec::with_capacity(capacity),
+            mpls_label: Vec::with_capacity(capacity),
+            icmp_type: Vec::with_capacity(capacity),
+            post_nat_src: Vec::with_capacity(capacity),
+            post_nat_dst: Vec::with_capacity(capacity),
+            post_nat_src_port: Vec::with_capacity(capacity),
+            post_nat_dst_port: Vec::with_capacity(capacity),
+            sampling_interval: Vec::with_capacity(capacity),
+            sampling_source: Vec::with_capacity(capacity),
             // A datagram carries at least one flow, so `capacity` datagram records always suffice.
             datagrams: Vec::with_capacity(capacity),
         }
+    }
+
+    /// Appends `n` rows of the fields v5 does not carry (absent, zero), keeping every column
+    /// the same length. Decoders of formats without these fields call it once per datagram.
+    #[inline]
+    pub fn extend_absent(&mut self, n: usize) {
+        use std::iter::repeat_n;
+        self.direction.extend(repeat_n(0, n));
+        self.end_reason.extend(repeat_n(0, n));
+        self.vlan.extend(repeat_n(0, n));
+        self.mpls_label.extend(repeat_n(0, n));
+        self.icmp_type.extend(repeat_n(0, n));
+        self.post_nat_src.extend(repeat_n(0, n));
+        self.post_nat_dst.extend(repeat_n(0, n));
+        self.post_nat_src_port.extend(repeat_n(0, n));
+        self.post_nat_dst_port.extend(repeat_n(0, n));
+    }
+
+    /// Whether every column holds the same number of rows (a decoder's invariant; tests
+    /// and debug builds check it).
+    pub fn is_aligned(&self) -> bool {
+        let n = self.len();
+        [
+            self.flow_end_ms.len(),
+            self.src_addr.len(),
+            self.dst_addr.len(),
+            self.next_hop.len(),
+            self.src_port.len(),
+            self.dst_port.len(),
+            self.protocol.len(),
+            self.tcp_flags.len(),
+            self.tos.len(),
+            self.input_if.len(),
+            self.output_if.len(),
+            self.packets.len(),
+            self.bytes.len(),
+            self.src_as.len(),
+            self.dst_as.len(),
+            self.src_mask.len(),
+            self.dst_mask.len(),
+            self.present.len(),
+            self.direction.len(),
+            self.end_reason.len(),
+            self.vlan.len(),
+            self.mpls_label.len(),
+            self.icmp_type.len(),
+            self.post_nat_src.len(),
+            self.post_nat_dst.len(),
+            self.post_nat_src_port.len(),
+            self.post_nat_dst_port.len(),
+            self.sampling_interval.len(),
+            self.sampling_source.len(),
+        ]
+        .iter()
+        .all(|&l| l == n)
     }
 
     /// Flows held.
@@ -178,6 +324,18 @@ impl Columns {
         self.dst_as.clear();
         self.src_mask.clear();
         self.dst_mask.clear();
+        self.present.clear();
+        self.direction.clear();
+        self.end_reason.clear();
+        self.vlan.clear();
+        self.mpls_label.clear();
+        self.icmp_type.clear();
+        self.post_nat_src.clear();
+        self.post_nat_dst.clear();
+        self.post_nat_src_port.clear();
+        self.post_nat_dst_port.clear();
+        self.sampling_interval.clear();
+        self.sampling_source.clear();
         self.datagrams.clear();
     }
 }

@@ -16,7 +16,7 @@
 
 pub mod encode;
 
-use crate::columns::{v4_to_u128, Columns, DatagramInfo, DatagramMeta};
+use crate::columns::{present, v4_to_u128, Columns, DatagramInfo, DatagramMeta, SamplingSource};
 
 pub const HEADER_LEN: usize = 24;
 pub const RECORD_LEN: usize = 48;
@@ -110,6 +110,7 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u
         first_flow: batch.len() as u32,
         count,
         version: 5,
+        source_id: 0,
         engine_type: data[20],
         engine_id: data[21],
         sampling_mode: (sampling >> 14) as u8,
@@ -159,6 +160,22 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u
     batch.dst_as.extend(recs().map(|r| u32::from(be16(r, 42))));
     batch.src_mask.extend(recs().map(|r| r[44]));
     batch.dst_mask.extend(recs().map(|r| r[45]));
+    let n = usize::from(count);
+    batch.present.extend(std::iter::repeat_n(present::V5, n));
+    let interval = u32::from(sampling & 0x3fff);
+    let source = if interval == 0 {
+        SamplingSource::None
+    } else {
+        SamplingSource::V5Header
+    };
+    batch
+        .sampling_interval
+        .extend(std::iter::repeat_n(interval, n));
+    batch
+        .sampling_source
+        .extend(std::iter::repeat_n(source as u8, n));
+    batch.extend_absent(n);
+    debug_assert!(batch.is_aligned());
     Ok(count)
 }
 
@@ -211,6 +228,9 @@ mod tests {
             d.export_ms - i64::from(2008u32.wrapping_sub(first))
         );
         assert_eq!(b.flow_end_ms[0] - b.flow_start_ms[0], 13);
+        assert_eq!(b.present[0], present::V5);
+        assert_eq!((b.sampling_interval[0], b.sampling_source[0]), (100, 1));
+        assert!(b.is_aligned());
     }
 
     #[test]
