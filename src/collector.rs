@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::{Balance, RunArgs, SinkKind};
+use crate::decode::hold::Hold;
+use crate::decode::netflow::{Shared as NetflowShared, TemplateKey};
 use crate::flow::handoff::Handoff;
 use crate::flow::handoff::Overflow;
 use crate::ingest::recv::{self, socket};
@@ -29,7 +31,7 @@ use crate::store::spool::{Identity, Spool};
 use crate::store::writer::{
     self, NullSink, PgSink, Sink, SpoolOverflow, WriterConfig, WriterShared,
 };
-use crate::store::{exporters as exporters_sql, housekeeper};
+use crate::store::{exporters as exporters_sql, housekeeper, templates as templates_sql};
 
 /// Flags the signal handlers set.
 #[derive(Clone, Default)]
@@ -56,6 +58,7 @@ pub struct Running {
     house: Option<JoinHandle<()>>,
     replayer: Option<JoinHandle<()>>,
     spool: Option<Arc<Spool>>,
+    netflow: Arc<NetflowShared>,
     replay_stop: Arc<AtomicBool>,
     spool_only: Arc<AtomicBool>,
     stop_timeout: Duration,
@@ -135,6 +138,35 @@ pub fn start(args: &RunArgs) -> Result<Running> {
     let latency = Latency::new();
     let latency_now = Arc::new(Mutex::new(latency.summary()));
     let hist_log = args.hist_log.as_deref().map(HistLog::create).transpose()?;
+    let netflow = Arc::new(NetflowShared::new(
+        Hold::new(
+            usize::try_from(args.template_hold_bytes).unwrap_or(usize::MAX),
+            args.template_hold_age(),
+        ),
+        args.sampling_override.clone(),
+        counters.decode.clone(),
+    ));
+    if let (Some(d), true) = (&database, health.is_up()) {
+        match db::connect(&d.conninfo).and_then(|mut c| templates_sql::load(&mut c, &schema)) {
+            Ok(stored) => {
+                let n = netflow.load(stored.into_iter().map(|t| {
+                    (
+                        TemplateKey {
+                            exporter: t.exporter,
+                            domain: t.domain,
+                            id: t.template_id,
+                        },
+                        t.version,
+                        t.definition,
+                    )
+                }));
+                if n > 0 {
+                    tracing::info!("{n} v9/IPFIX template(s) loaded from the database");
+                }
+            }
+            Err(e) => tracing::warn!("loading stored templates: {e:#}"),
+        }
+    }
     let exporters = Arc::new(Mutex::new(ExporterTable::default()));
     if let Some(spool) = &spool {
         let carried = exporters_sql::load_pending(spool);
@@ -203,12 +235,12 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 house_stop.clone(),
             );
             let interval = args.exporter_interval();
-            let health = health.clone();
+            let (health, netflow) = (health.clone(), netflow.clone());
             Some(
                 thread::Builder::new()
                     .name("nfpg-housekeeper".into())
                     .spawn(move || {
-                        housekeeper::run(conninfo, schema, table, interval, stop, health)
+                        housekeeper::run(conninfo, schema, table, interval, stop, health, netflow)
                     })?,
             )
         }
@@ -229,6 +261,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                     exporters.clone(),
                 ))
             }),
+            netflow: netflow.clone(),
         };
         let (h, c, s) = (
             handoff.clone(),
@@ -269,6 +302,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         house,
         replayer,
         spool,
+        netflow,
         replay_stop,
         spool_only,
         stop_timeout: args.stop_timeout(),
@@ -415,6 +449,7 @@ impl Running {
             let mut last_err = None;
             for _ in 0..3 {
                 match db::connect(&d.conninfo).and_then(|mut c| {
+                    housekeeper::write_templates(&mut c, &self.schema, &self.netflow);
                     exporters_sql::flush_exporters(&mut c, &self.schema, &self.exporters)
                 }) {
                     Ok(_) => {

@@ -253,6 +253,18 @@ pub struct RunArgs {
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9108); off by default.
     #[arg(long, env = "NFPG_METRICS")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// NetFlow v9/IPFIX data that arrives before its template is held, per exporter and
+    /// observation domain, up to this many bytes (suffixes K, M, G) ...
+    #[arg(long, env = "NFPG_TEMPLATE_HOLD_BYTES", default_value = "4M", value_parser = parse_bytes)]
+    pub template_hold_bytes: u64,
+    /// ... and for at most this many seconds (routers resend templates every few minutes).
+    #[arg(long, env = "NFPG_TEMPLATE_HOLD_SECS", default_value_t = 900.0)]
+    pub template_hold_secs: f64,
+    /// Sampling interval for exporters that send none: CIDR=N, comma separated (e.g.
+    /// 192.0.2.0/24=1000,2001:db8::1/128=512). Used only where the exporter's own data or
+    /// options data give no interval; stored with sampling_source 6.
+    #[arg(long, env = "NFPG_SAMPLING_OVERRIDE", value_delimiter = ',', value_parser = parse_override)]
+    pub sampling_override: Vec<(Cidr, u32)>,
     /// Directory of the durable spool, where flows wait on disk while PostgreSQL cannot take
     /// them [default: spool/ in the data directory].
     #[arg(long, env = "NFPG_SPOOL_DIR")]
@@ -274,6 +286,22 @@ pub struct RunArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+pub use crate::addr::Cidr;
+
+/// `CIDR=N` of `--sampling-override`.
+pub fn parse_override(s: &str) -> Result<(Cidr, u32), String> {
+    let (net, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected CIDR=N, e.g. 192.0.2.0/24=1000"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: the interval must be a whole number above 0"))?;
+    Ok((net.parse()?, n))
 }
 
 /// A byte count with an optional K/M/G/T suffix (powers of 1024).
@@ -312,6 +340,10 @@ impl RunArgs {
         self.spool_dir
             .clone()
             .unwrap_or_else(|| self.db.default_spool_dir())
+    }
+
+    pub fn template_hold_age(&self) -> Duration {
+        secs(self.template_hold_secs, 900.0)
     }
 
     pub fn stop_timeout(&self) -> Duration {
@@ -409,6 +441,24 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn sampling_overrides_and_blocks() {
+        let (net, n) = parse_override("192.0.2.0/24=1000").unwrap();
+        assert_eq!(n, 1000);
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(!net.contains("192.0.3.1".parse().unwrap()));
+        assert!(net.contains("::ffff:192.0.2.1".parse().unwrap()));
+        let (one, _) = parse_override("2001:db8::1=512").unwrap();
+        assert!(one.contains("2001:db8::1".parse().unwrap()));
+        assert!(!one.contains("2001:db8::2".parse().unwrap()));
+        assert!(parse_override("10.0.0.0/33=5").is_err());
+        assert!(parse_override("10.0.0.0/8=0").is_err());
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("10.1.1.1".parse().unwrap()));
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //!    the stages above and read by the reporting side.
 //!
 //! At the top only wiring: [`config`] (the command line), [`collector`] (start and orderly
-//! stop), [`cmd`] (the other sub-commands) and [`sys`] (the few libc calls outside the
-//! receive backends).
+//! stop), [`cmd`] (the other sub-commands), and two leaves every stage may use: [`sys`] (the
+//! few libc calls outside the receive backends) and [`addr`] (address blocks).
 
+pub mod addr;
 pub mod cmd;
 pub mod collector;
 pub mod config;

@@ -312,8 +312,9 @@ fn malformed_datagrams_are_counted_by_reason_and_valid_ones_stored() {
                 *per_exporter.entry(ip.to_string()).or_default() += n as i64;
                 datagrams.push(good.clone());
                 // One of each malformed kind per round.
-                let mut v9 = good.clone();
-                v9[1] = 9;
+                // Version 7: neither 5 nor v9/IPFIX.
+                let mut v7 = good.clone();
+                v7[1] = 7;
                 let mut zero = good.clone();
                 zero[3] = 0;
                 let mut many = good.clone();
@@ -321,7 +322,7 @@ fn malformed_datagrams_are_counted_by_reason_and_valid_ones_stored() {
                 let mut short_body = good.clone();
                 short_body.truncate(good.len() - 1);
                 datagrams.push(good[..10].to_vec()); // too_short
-                datagrams.push(v9); // bad_version
+                datagrams.push(v7); // bad_version
                 datagrams.push(zero); // bad_count
                 datagrams.push(many); // bad_count
                 datagrams.push(short_body); // bad_length

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// itself, nothing else. `ingest` and `store` share a rank: neither may use the other.
 const RANKS: &[(&str, u32)] = &[
     ("sys", 0),
+    ("addr", 0),
     ("flow", 1),
     ("obs", 2),
     ("decode", 3),
@@ -99,7 +100,7 @@ fn stages_only_use_the_stages_below() {
 
 #[test]
 fn every_counter_is_declared_once_and_named_nowhere_else() {
-    use nfpg::obs::stats::{ShardTotals, SpoolTotals, WriterTotals};
+    use nfpg::obs::stats::{DecodeTotals, ShardTotals, SpoolTotals, WriterTotals};
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -109,6 +110,7 @@ fn every_counter_is_declared_once_and_named_nowhere_else() {
         .iter()
         .chain(WriterTotals::FIELDS)
         .chain(SpoolTotals::FIELDS)
+        .chain(DecodeTotals::FIELDS)
     {
         let declaration = format!("\n        {name},\n");
         assert_eq!(

@@ -112,7 +112,7 @@ fn metrics_endpoint_counts_exactly() {
     let sock = exporter_socket("127.0.0.10");
     let good = v5_datagram(now_secs(), 1000, 0, 0, 0, &[rec(1)]);
     let mut bad_version = good.clone();
-    bad_version[1] = 10;
+    bad_version[1] = 7;
     for _ in 0..13 {
         sock.send_to(&good[..20], nfpg.addr).unwrap();
     }

@@ -7,7 +7,9 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::flow::reason::Reason;
-use crate::obs::stats::{ShardSnapshot, ShardTotals, Snapshot, SpoolTotals, WriterTotals};
+use crate::obs::stats::{
+    DecodeTotals, ShardSnapshot, ShardTotals, Snapshot, SpoolTotals, WriterTotals,
+};
 use crate::store::copy::FLOW_COLUMNS;
 
 /// The description as a JSON value.
@@ -33,6 +35,7 @@ pub fn describe() -> Result<Value> {
             "shard": fields(ShardTotals::FIELDS),
             "writer": fields(WriterTotals::FIELDS),
             "spool": fields(SpoolTotals::FIELDS),
+            "decode": fields(DecodeTotals::FIELDS),
         },
         "malformed_reasons": Reason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "summary_keys": summary_keys,

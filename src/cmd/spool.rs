@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::store::copy::FLOW_COLUMNS;
+use crate::store::copy::Shape;
 use crate::store::db::Schema;
 use crate::store::spool::{list_segments, read_header};
 
@@ -21,9 +21,10 @@ pub fn run(dir: &Path, schema: &str) -> Result<()> {
             Ok(h) => {
                 total_rows += h.rows;
                 println!(
-                    "  {}  {} rows  marker {}/{}  for {}",
+                    "  {}  {} rows  {:?} columns  marker {}/{}  for {}",
                     p.display(),
                     h.rows,
+                    h.shape,
                     h.marker.writer,
                     h.marker.seq,
                     h.identity
@@ -53,12 +54,19 @@ pub fn run(dir: &Path, schema: &str) -> Result<()> {
     }
     println!(
         "\nA segment is a binary COPY file; PostgreSQL skips nfpg's header. To load one by hand\n\
-         (as a superuser, or with pg_read_server_files; psql's \\copy works from a client):\n  \
-         COPY {}.flows ({}) FROM '<file>' (FORMAT binary);\n\
-         Remove a segment only after it is loaded: nfpg replays what is left (exactly once only\n\
-         for rows it commits itself).",
-        schema.quoted(),
-        FLOW_COLUMNS.join(", ")
+         (as a superuser, or with pg_read_server_files; psql's \\copy works from a client), use\n\
+         the column list of its shape:"
+    );
+    for shape in [Shape::Basic, Shape::Full] {
+        println!(
+            "  {shape:?}: COPY {}.flows ({}) FROM '<file>' (FORMAT binary);",
+            schema.quoted(),
+            shape.columns().join(", ")
+        );
+    }
+    println!(
+        "Remove a segment only after it is loaded: nfpg replays what is left (exactly once only\n\
+         for rows it commits itself)."
     );
     Ok(())
 }

@@ -7,7 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Result};
 
 use crate::config::RunArgs;
-use crate::decode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::decode::hold::Hold;
+use crate::decode::netflow::Shared;
+use crate::decode::{Decoder, Failure};
 use crate::flow::batch::{addr_to_u128, u128_to_addr, Columns, DatagramMeta};
 use crate::ingest::recv::{self, socket, Backend};
 use crate::store::copy;
@@ -41,33 +46,66 @@ pub fn test_mode(args: &RunArgs) -> Result<()> {
     let bound = socket::bind_reuseport(listen, 1 << 20)?;
     let (mut rx, _) = recv::open(Backend::Mmsg, bound.socket, 1)?;
     println!("waiting up to 5 s for one datagram on udp {listen} ...");
-    let mut batch = Columns::with_capacity(decode::MAX_FLOWS);
-    let mut outcome: Option<Result<(), String>> = None;
-    let received_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    rx.recv(Duration::from_secs(5), &mut |d| {
-        if outcome.is_some() {
-            return;
+    // v9/IPFIX: templates may come in datagrams of their own; keep reading (within the 5 s)
+    // until a datagram yields flows.
+    let shared = Arc::new(Shared::new(
+        Hold::new(1 << 20, Duration::from_secs(5)),
+        args.sampling_override.clone(),
+        Arc::default(),
+    ));
+    let mut decoder = Decoder::new(shared);
+    let mut batch = Columns::with_capacity(1 << 16);
+    let mut outcome: Option<Result<u16, String>> = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = 0usize;
+    while !matches!(outcome, Some(Ok(n)) if n > 0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
         }
-        println!("received {} bytes from {}", d.data.len(), d.source);
-        let meta = DatagramMeta {
-            exporter: addr_to_u128(d.source.ip()),
-            received_us,
-        };
-        outcome = Some(
-            decode::datagram(d.data, &meta, &mut batch)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        );
-    })?;
+        let received_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        rx.recv(left, &mut |d| {
+            if matches!(outcome, Some(Ok(n)) if n > 0) {
+                return;
+            }
+            seen += 1;
+            println!("received {} bytes from {}", d.data.len(), d.source);
+            let meta = DatagramMeta {
+                exporter: addr_to_u128(d.source.ip()),
+                received_us,
+            };
+            outcome = Some(
+                decoder
+                    .datagram(d.data, &meta, &mut batch)
+                    .map_err(|e| match e {
+                        Failure::Fault(f) => f.to_string(),
+                        Failure::NoRoom(n) => format!("{n} records do not fit"),
+                    }),
+            );
+            while decoder.has_released() {
+                if let Ok(Some(n)) = decoder.released(&mut batch) {
+                    if n > 0 {
+                        outcome = Some(Ok(n));
+                    }
+                } else {
+                    break;
+                }
+            }
+        })?;
+    }
     match outcome {
         None => bail!(
             "no datagram within 5 s: check the router's flow-export destination and port {}",
             args.port
         ),
-        Some(Err(e)) => bail!("the datagram is not NetFlow v5 nfpg can decode: {e}"),
-        Some(Ok(())) => {}
+        Some(Err(e)) => bail!("the datagram is not NetFlow nfpg can decode: {e}"),
+        Some(Ok(0)) => bail!(
+            "{seen} datagram(s) in 5 s, none with flows nfpg could decode yet (v9/IPFIX: \
+             templates not seen; routers resend them every few minutes)"
+        ),
+        Some(Ok(_)) => {}
     }
     let d = batch.datagrams[0];
     println!(
@@ -96,12 +134,12 @@ pub fn test_mode(args: &RunArgs) -> Result<()> {
     let database = open_database(&args.db.target())?;
     prepare_schema(&database.conninfo, &schema)?;
     let mut data = Vec::new();
-    copy::encode_copy([&batch], &mut data);
+    let shape = copy::encode_copy([&batch], &mut data);
     let marker = crate::store::spool::Marker {
         writer: crate::store::writer::new_marker_writer(),
         seq: 0,
     };
-    PgSink::new(&database.conninfo, &schema).write_copy(&data, batch.len(), marker, 0)?;
+    PgSink::new(&database.conninfo, &schema).write_copy(&data, shape, batch.len(), marker, 0)?;
     println!("stored {} flows in {}.flows", batch.len(), schema.name());
     Ok(())
 }

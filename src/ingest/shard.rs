@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_utils::CachePadded;
 
 use super::recv::{Datagram, Receiver};
-use crate::decode::{self, DecodeError};
+use crate::decode::{self, Decoder, Failure, Fault};
 use crate::flow::batch::{addr_to_u128, DatagramMeta, MalformedSample, SAMPLE_BYTES};
 use crate::flow::handoff::{Batch, Handoff, Overflow};
 use crate::flow::reason::Reason;
@@ -47,6 +47,8 @@ pub struct ShardConfig {
     pub core: Option<core_affinity::CoreId>,
     /// Takes sealed batches when the writers' queue is full; `None`: wait for room.
     pub overflow: Option<Box<dyn Overflow>>,
+    /// v9/IPFIX state shared by all shards.
+    pub netflow: std::sync::Arc<decode::netflow::Shared>,
 }
 
 /// Rate limit for malformed samples, per exporter.
@@ -81,7 +83,7 @@ impl Sampler {
 /// Why the latest malformed datagram was rejected, for the rate-limited log line.
 #[derive(Clone, Copy, Debug)]
 enum Rejected {
-    Decode(DecodeError),
+    Decode(Fault),
     /// The kernel cut the datagram at this length (larger than the receive buffer).
     Truncated(usize),
 }
@@ -89,7 +91,7 @@ enum Rejected {
 impl Rejected {
     fn reason(&self) -> Reason {
         match self {
-            Rejected::Decode(e) => Reason::from(e),
+            Rejected::Decode(e) => e.reason(),
             Rejected::Truncated(_) => Reason::Truncated,
         }
     }
@@ -136,6 +138,7 @@ struct State<'a> {
     id: usize,
     recorders: Recorders,
     overflow: Option<Box<dyn Overflow>>,
+    decoder: Decoder,
 }
 
 impl State<'_> {
@@ -153,7 +156,19 @@ impl State<'_> {
         let result = if d.truncated {
             Err(Rejected::Truncated(d.data.len()))
         } else {
-            decode::datagram(d.data, &meta, &mut self.batch.flows).map_err(Rejected::Decode)
+            match self.decoder.datagram(d.data, &meta, &mut self.batch.flows) {
+                Err(Failure::NoRoom(_)) => {
+                    // A v9/IPFIX datagram larger than what is left: a fresh batch holds it
+                    // (the decoder checked it fits in a whole one).
+                    self.seal(now);
+                    self.decoder.datagram(d.data, &meta, &mut self.batch.flows)
+                }
+                r => r,
+            }
+            .map_err(|e| match e {
+                Failure::Fault(f) => Rejected::Decode(f),
+                Failure::NoRoom(n) => Rejected::Decode(Fault::TooManyRecords(n)),
+            })
         };
         match result {
             Ok(n) => {
@@ -164,6 +179,44 @@ impl State<'_> {
                 }
             }
             Err(e) => {
+                self.malformed(e, d, exporter, received_us, now);
+            }
+        }
+        if self.decoder.has_released() {
+            self.decode_released(now);
+        }
+    }
+
+    /// Decodes the data sets a template this shard just learned released from the hold.
+    fn decode_released(&mut self, now: Instant) {
+        loop {
+            match self.decoder.released(&mut self.batch.flows) {
+                Ok(None) => break,
+                Ok(Some(n)) => {
+                    self.local.flows += u64::from(n);
+                    if n > 0 && self.batch.opened_at.is_none() {
+                        self.batch.opened_at = Some(now);
+                    }
+                }
+                Err(Failure::NoRoom(_)) => self.seal(now),
+                Err(Failure::Fault(f)) => {
+                    tracing::warn!(shard = self.id, "a held data set could not be decoded: {f}");
+                }
+            }
+        }
+    }
+
+    /// Counts, samples and remembers (for the log) a datagram that was not decoded.
+    fn malformed(
+        &mut self,
+        e: Rejected,
+        d: Datagram<'_>,
+        exporter: u128,
+        received_us: i64,
+        now: Instant,
+    ) {
+        {
+            {
                 let reason = e.reason();
                 self.local.malformed[reason as usize] += 1;
                 self.local.malformed_since_log += 1;
@@ -298,6 +351,7 @@ pub fn run(
         id: cfg.id,
         recorders: cfg.recorders,
         overflow: cfg.overflow.take(),
+        decoder: Decoder::new(cfg.netflow.clone()),
     };
     let mut drain_until: Option<Instant> = None;
     let mut last_drop_check = Instant::now();
@@ -333,6 +387,7 @@ pub fn run(
             }
         }
         if now.duration_since(last_drop_check) >= DROP_CHECK_EVERY {
+            st.decoder.expire_held(now);
             rx.refresh_kernel_drops();
             last_drop_check = now;
         }

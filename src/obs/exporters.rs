@@ -31,6 +31,8 @@ pub struct ExporterKey {
     pub exporter: u128,
     pub engine_type: u8,
     pub engine_id: u8,
+    /// v9 source id / IPFIX observation domain (0 for v5).
+    pub source_id: u32,
 }
 
 /// One epoch of an exporter's sequence numbers.
@@ -155,6 +157,8 @@ pub struct ExporterDelta {
     pub exporter: IpAddr,
     pub engine_type: i16,
     pub engine_id: i16,
+    #[serde(default)]
+    pub source_id: i64,
     pub first_seen_us: i64,
     pub last_seen_us: i64,
     pub datagrams: i64,
@@ -189,11 +193,19 @@ impl ExporterTable {
             exporter: d.exporter,
             engine_type: d.engine_type,
             engine_id: d.engine_id,
+            source_id: d.source_id,
         };
         let s = self.map.entry(key).or_insert_with(|| ExporterStats {
             first_seen_us: d.received_us,
             ..Default::default()
         });
+        if d.held {
+            // Rows of a data set held for its template: its datagram was counted when it came.
+            s.flows += u64::from(d.count);
+            s.packets += packets;
+            s.bytes += bytes;
+            return;
+        }
         s.first_seen_us = s.first_seen_us.min(d.received_us);
         s.last_seen_us = s.last_seen_us.max(d.received_us);
         s.datagrams += 1;
@@ -203,8 +215,15 @@ impl ExporterTable {
         s.version = d.version;
         s.sampling_interval = d.sampling_interval;
         s.sampling_mode = d.sampling_mode;
-        let boot_ms = d.export_ms - i64::from(d.sys_uptime_ms);
-        s.sequence.observe(d.sequence, d.count, boot_ms);
+        // What the sequence number counts: v5 flows, v9 datagrams (per source id), IPFIX data
+        // records (per observation domain). IPFIX headers carry no uptime, so restarts show
+        // only as the sequence jumping back.
+        let (span, boot_ms) = match d.version {
+            9 => (1, d.export_ms - i64::from(d.sys_uptime_ms)),
+            10 => (d.count, 0),
+            _ => (d.count, d.export_ms - i64::from(d.sys_uptime_ms)),
+        };
+        s.sequence.observe(d.sequence, span, boot_ms);
     }
 
     pub fn len(&self) -> usize {
@@ -261,6 +280,7 @@ impl ExporterTable {
                 exporter: u128_to_addr(k.exporter),
                 engine_type: i16::from(k.engine_type),
                 engine_id: i16::from(k.engine_id),
+                source_id: i64::from(k.source_id),
                 first_seen_us: s.first_seen_us,
                 last_seen_us: s.last_seen_us,
                 datagrams: (now.datagrams - f.datagrams) as i64,
@@ -292,6 +312,7 @@ impl ExporterTable {
                 exporter: crate::flow::batch::addr_to_u128(d.exporter),
                 engine_type: d.engine_type as u8,
                 engine_id: d.engine_id as u8,
+                source_id: d.source_id as u32,
             };
             if let Some(s) = self.map.get_mut(&key) {
                 s.flushed.datagrams -= d.datagrams as u64;

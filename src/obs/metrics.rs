@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::exporters::{ExporterStats, ExporterTable};
 use super::latency::LatencySummary;
-use super::stats::{Counters, ShardTotals, SpoolTotals, WriterTotals};
+use super::stats::{Counters, DecodeTotals, ShardTotals, SpoolTotals, WriterTotals};
 use crate::flow::batch::u128_to_addr;
 use crate::flow::handoff::Handoff;
 use crate::flow::reason::Reason;
@@ -140,6 +140,10 @@ pub fn render(src: &Sources) -> String {
         t.each(|_, x| v.push(x))
     });
     counter_families(&mut o, SpoolTotals::FIELDS, "", &spool_values);
+    let decode_values = values_of(std::iter::once(src.counters.decode.read()), |t, v| {
+        t.each(|_, x| v.push(x))
+    });
+    counter_families(&mut o, DecodeTotals::FIELDS, "", &decode_values);
     let g = &src.counters.spool_gauges;
     for (name, help, v) in [
         (

@@ -143,6 +143,37 @@ counters! {
     }
 }
 
+counters! {
+    /// Counters of NetFlow v9/IPFIX template and options handling, added to by the shards.
+    DecodeCounters => DecodeTotals {
+        /// Templates learned (first definition for an exporter, domain and id).
+        templates_learned,
+        /// Templates redefined with a different layout.
+        templates_changed,
+        /// Templates the exporter withdrew.
+        templates_withdrawn,
+        /// Templates that cannot be used (e.g. a field of an impossible length); their data is
+        /// held until a usable definition comes.
+        templates_unusable,
+        /// Fields of learned templates that nfpg does not store (enterprise or unmapped ids).
+        template_fields_ignored,
+        /// Options data records read (sampling, exporter boot time).
+        options_records,
+        /// Options data sets that could not be read.
+        options_malformed,
+        /// Data sets held because their template was not known yet.
+        sets_held,
+        /// Held data sets decoded once their template arrived.
+        held_sets_decoded,
+        /// Held data sets given up: held longer than --template-hold-secs.
+        held_sets_expired,
+        /// Held data sets given up: more than --template-hold-bytes held for the exporter.
+        held_sets_overflow,
+        /// Sets with a reserved set id, skipped.
+        reserved_sets,
+    }
+}
+
 /// What the spool holds now and whether the database is reachable; set by the store.
 #[derive(Default)]
 pub struct SpoolGauges {
@@ -207,6 +238,7 @@ pub struct Counters {
     pub writers: Vec<Arc<CachePadded<WriterCounters>>>,
     pub spool: Arc<CachePadded<SpoolCounters>>,
     pub spool_gauges: Arc<SpoolGauges>,
+    pub decode: Arc<CachePadded<DecodeCounters>>,
     /// The host's UDP receive-buffer errors when the collector started.
     rcvbuf_errors_at_start: Option<u64>,
 }
@@ -230,6 +262,8 @@ pub struct Snapshot {
     pub writer: WriterTotals,
     #[serde(flatten)]
     pub spool: SpoolTotals,
+    #[serde(flatten)]
+    pub decode: DecodeTotals,
     /// Bytes of spool segments waiting for replay.
     pub spool_bytes: u64,
     /// Spool segments waiting for replay.
@@ -256,6 +290,7 @@ impl Counters {
             writers: (0..writers).map(|_| Arc::default()).collect(),
             spool: Arc::default(),
             spool_gauges: Arc::default(),
+            decode: Arc::default(),
             rcvbuf_errors_at_start: crate::obs::host::udp_rcvbuf_errors(),
         }
     }
@@ -280,6 +315,7 @@ impl Counters {
             s.writer.add(&c.read());
         }
         s.spool = self.spool.read();
+        s.decode = self.decode.read();
         let g = &self.spool_gauges;
         s.spool_bytes = g.bytes.load(Relaxed);
         s.spool_segments = g.segments.load(Relaxed);
@@ -303,6 +339,7 @@ impl Snapshot {
         self.shard.each(&mut put);
         self.writer.each(&mut put);
         self.spool.each(&mut put);
+        self.decode.each(&mut put);
         put("malformed", self.malformed.total());
         let secs = secs.max(1e-9);
         let _ = write!(
@@ -357,6 +394,7 @@ mod tests {
             .iter()
             .chain(WriterTotals::FIELDS)
             .chain(SpoolTotals::FIELDS)
+            .chain(DecodeTotals::FIELDS)
             .map(|(n, help)| {
                 assert!(!help.trim().is_empty(), "{n} has no help text");
                 *n

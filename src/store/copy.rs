@@ -63,11 +63,58 @@ pub const FLOW_COLUMNS: &[&str] = &[
 /// `inet`s of IPv6 size, and every other field at 8 bytes.
 pub const MAX_ROW_BYTES: usize = 2 + 36 * 4 + 6 * 20 + 30 * 8;
 
+/// The columns of a [`Shape::Basic`] COPY: those a v5 record fills (the first 25) and the
+/// sampling source.
+pub const BASIC_COLUMNS: [&str; 26] = {
+    let mut c = [""; 26];
+    let mut i = 0;
+    while i < 25 {
+        c[i] = FLOW_COLUMNS[i];
+        i += 1;
+    }
+    c[25] = FLOW_COLUMNS[FLOW_COLUMNS.len() - 1];
+    c
+};
+
+/// Which columns a COPY carries. A batch of v5 flows has nothing for the ten columns only
+/// v9/IPFIX fill; leaving them out of the COPY (they stay NULL) spares PostgreSQL parsing ten
+/// NULLs per row, so v5 ingest costs what it did before those columns existed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// [`BASIC_COLUMNS`]: every batch of only v5 datagrams.
+    Basic,
+    /// [`FLOW_COLUMNS`]: all of them.
+    #[default]
+    Full,
+}
+
+impl Shape {
+    /// The shape for these batches: basic when every datagram is v5.
+    pub fn of<'a>(batches: impl IntoIterator<Item = &'a Columns>) -> Shape {
+        let all_v5 = batches
+            .into_iter()
+            .all(|b| b.datagrams.iter().all(|d| d.version == 5));
+        if all_v5 {
+            Shape::Basic
+        } else {
+            Shape::Full
+        }
+    }
+
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Shape::Basic => &BASIC_COLUMNS,
+            Shape::Full => FLOW_COLUMNS,
+        }
+    }
+}
+
 /// `COPY schema.flows (…) FROM STDIN (FORMAT binary)` for a quoted schema name.
-pub fn copy_statement(quoted_schema: &str) -> String {
+pub fn copy_statement(quoted_schema: &str, shape: Shape) -> String {
     format!(
         "COPY {quoted_schema}.flows ({}) FROM STDIN (FORMAT binary)",
-        FLOW_COLUMNS.join(", ")
+        shape.columns().join(", ")
     )
 }
 
@@ -121,21 +168,28 @@ fn inet_field(out: &mut Vec<u8>, addr: u128) {
 }
 
 /// One whole COPY stream into `out` (cleared first): the header, every flow of every
-/// `batch` in order, the trailer. Writers frame one COPY around several batches this way.
-pub fn encode_copy<'a>(batches: impl IntoIterator<Item = &'a Columns>, out: &mut Vec<u8>) {
+/// `batch` in order, the trailer, in the [`Shape`] these batches need (returned). Writers
+/// frame one COPY around several batches this way.
+pub fn encode_copy<'a>(
+    batches: impl IntoIterator<Item = &'a Columns> + Clone,
+    out: &mut Vec<u8>,
+) -> Shape {
+    let shape = Shape::of(batches.clone());
     out.clear();
     out.extend_from_slice(HEADER);
     for b in batches {
-        encode_rows(b, out);
+        encode_rows(b, shape, out);
     }
     out.extend_from_slice(TRAILER);
+    shape
 }
 
 /// Appends every flow of `batch` as binary COPY tuples (no header or trailer; see
 /// [`encode_copy`]).
-pub fn encode_rows(batch: &Columns, out: &mut Vec<u8>) {
+pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
     out.reserve(batch.len() * MAX_ROW_BYTES);
-    let field_count = (FLOW_COLUMNS.len() as i16).to_be_bytes();
+    let field_count = (shape.columns().len() as i16).to_be_bytes();
+    let full = shape == Shape::Full;
     for dg in &batch.datagrams {
         let received = pg_time_from_unix_us(dg.received_us);
         let start = dg.first_flow as usize;
@@ -183,6 +237,10 @@ pub fn encode_rows(batch: &Columns, out: &mut Vec<u8>) {
             i16_field(out, i16::from(dg.sampling_mode));
             i16_field(out, i16::from(dg.version));
             i64_field(out, received);
+            if !full {
+                i16_field(out, i16::from(batch.sampling_source[i]));
+                continue;
+            }
             i64_field(out, source_id);
             opt!(p::DIRECTION, i16_field(out, i16::from(batch.direction[i])));
             opt!(
@@ -272,18 +330,30 @@ mod tests {
         assert_eq!(&framed[framed.len() - 2..], TRAILER);
         let out = framed[HEADER.len()..framed.len() - 2].to_vec();
         assert!(out.len() <= MAX_ROW_BYTES);
-        assert_eq!(&out[..2], &(FLOW_COLUMNS.len() as i16).to_be_bytes());
+        assert_eq!(
+            &out[..2],
+            &26i16.to_be_bytes(),
+            "a v5 batch: the basic shape"
+        );
         // flow_start = the PostgreSQL epoch exactly; flow_end one ms before it.
         assert_eq!(&out[2..14], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&out[18..26], &(-1000i64).to_be_bytes());
         // src 10.0.0.1 as IPv4 inet, dst as IPv6 inet.
         assert_eq!(&out[26..38], &[0, 0, 0, 8, 2, 32, 0, 4, 10, 0, 0, 1]);
         assert_eq!(&out[38..46], &[0, 0, 0, 20, 3, 128, 0, 16]);
-        // The tail: received_at (1 µs after the PostgreSQL epoch), source_id 0, the nine
-        // fields v5 does not carry as NULLs, then sampling_source 1.
+        // The tail: received_at (1 µs after the PostgreSQL epoch), then sampling_source 1.
         let mut tail = Vec::new();
         tail.extend_from_slice(&[0, 0, 0, 8]);
         tail.extend_from_slice(&1i64.to_be_bytes());
+        tail.extend_from_slice(&[0, 0, 0, 2, 0, 1]);
+        assert_eq!(&out[out.len() - tail.len()..], &tail[..]);
+        // The same row as v9: the full shape, source_id 0 and the nine absent fields NULL.
+        b.datagrams[0].version = 9;
+        let mut full = Vec::new();
+        assert_eq!(encode_copy([&b], &mut full), Shape::Full);
+        let out = &full[HEADER.len()..full.len() - 2];
+        assert_eq!(&out[..2], &(FLOW_COLUMNS.len() as i16).to_be_bytes());
+        let mut tail = Vec::new();
         tail.extend_from_slice(&[0, 0, 0, 8]);
         tail.extend_from_slice(&0i64.to_be_bytes());
         for _ in 0..9 {

@@ -56,6 +56,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_templates",
         include_str!("../../migrations/0010_templates.sql"),
     ),
+    (
+        "0011_exporter_domain",
+        include_str!("../../migrations/0011_exporter_domain.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII).

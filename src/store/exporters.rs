@@ -34,14 +34,14 @@ pub fn flush_exporters(
     let sql = schema.render(
         "INSERT INTO {schema}.exporters AS e (exporter, engine_type, engine_id, first_seen, last_seen,
              datagrams, flows, packets, bytes, flows_lost, restarts, last_sequence,
-             netflow_version, sampling_interval, sampling_mode, datagrams_per_s)
+             netflow_version, sampling_interval, sampling_mode, datagrams_per_s, source_id)
          SELECT a, t, i, to_timestamp(fs::float8 / 1e6), to_timestamp(ls::float8 / 1e6),
-                dg, fl, pk, by, lo, rs, sq, v, si, sm, r
+                dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d
          FROM unnest($1::inet[], $2::int2[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
                      $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
-                     $13::int2[], $14::int4[], $15::int2[], $16::float8[])
-              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r)
-         ON CONFLICT (exporter, engine_type, engine_id) DO UPDATE SET
+                     $13::int2[], $14::int4[], $15::int2[], $16::float8[], $17::int8[])
+              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d)
+         ON CONFLICT (exporter, engine_type, engine_id, source_id) DO UPDATE SET
              first_seen = least(e.first_seen, excluded.first_seen),
              last_seen = greatest(e.last_seen, excluded.last_seen),
              datagrams = e.datagrams + excluded.datagrams,
@@ -75,6 +75,7 @@ pub fn flush_exporters(
             &si,
             &sm,
             &rate,
+            &col(|d| d.source_id),
         ],
     );
     match result {

@@ -1,6 +1,6 @@
 //! The housekeeper thread: keeps day partitions ahead of the clock, indexes closed days,
-//! prunes old COPY markers and writes the exporters table every `--exporter-interval`, while
-//! the database is up.
+//! prunes old COPY markers and writes the exporters table and the v9/IPFIX templates learned
+//! every `--exporter-interval`, while the database is up.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use super::db::{self, Schema};
 use super::exporters::flush_exporters;
 use super::health::Health;
+use super::templates::{self, TemplateChange};
+use crate::decode::netflow::Shared as NetflowShared;
 use crate::obs::exporters::ExporterTable;
 
 /// Keeps partitions ahead of the clock and the exporters table current.
@@ -20,6 +22,7 @@ pub fn run(
     interval: Duration,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
+    netflow: Arc<NetflowShared>,
 ) {
     let mut client: Option<postgres::Client> = None;
     // First partition upkeep a minute after start (not on the start-up path), then hourly.
@@ -45,6 +48,7 @@ pub fn run(
         if let Err(e) = flush_exporters(c, &schema, &table) {
             tracing::warn!("updating the exporters table: {e:#}");
         }
+        write_templates(c, &schema, &netflow);
         if Instant::now() >= next_partitions {
             next_partitions = Instant::now() + Duration::from_secs(3600);
             if let Err(e) = db::ensure_partitions(c, &schema, 3) {
@@ -62,5 +66,27 @@ pub fn run(
                 Err(e) => tracing::warn!("indexing closed flow partitions: {e:#}"),
             }
         }
+    }
+}
+
+/// Writes the template changes the shards queued (requeued when the write fails).
+pub fn write_templates(c: &mut postgres::Client, schema: &Schema, netflow: &NetflowShared) {
+    let changes = netflow.take_changes();
+    if changes.is_empty() {
+        return;
+    }
+    let rows: Vec<TemplateChange> = changes
+        .iter()
+        .map(|ch| TemplateChange {
+            exporter: ch.key.exporter,
+            domain: ch.key.domain,
+            template_id: ch.key.id,
+            version: ch.version,
+            definition: ch.definition.clone(),
+        })
+        .collect();
+    if let Err(e) = templates::write(c, schema, &rows) {
+        tracing::warn!("storing v9/IPFIX templates: {e:#}");
+        netflow.requeue(changes);
     }
 }

@@ -1,6 +1,10 @@
 //! The replayer thread: probes the database while it is down, and replays the spool's
 //! segments in order once it is up, while the writers carry on with live traffic.
 //!
+//! Consecutive segments are joined into one COPY of up to 100,000 rows, each segment's marker
+//! inserted in the same transaction; if that COPY is refused, or one of the markers is already
+//! there, each segment is replayed on its own as below.
+//!
 //! A segment is committed with its own marker, so a segment whose rows are already in the
 //! database (a COPY whose reply was lost, or a replay interrupted by a crash after COMMIT and
 //! before the file was removed) is skipped, not stored twice. When PostgreSQL refuses rows,
@@ -9,6 +13,7 @@
 //! (`part = (first + 1) << 32 | end`), so splitting is exactly-once too. A single row that is
 //! still refused goes to the dead-letter directory with the error; every other row is stored.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +25,11 @@ use super::copy::{HEADER, TRAILER};
 use super::db::{prepare_schema, Schema};
 use super::health::Health;
 use super::spool::{read_header, Segment, Spool};
-use super::writer::{PgSink, Sink, WriteError};
+use super::writer::{Committed, PgSink, Sink, WriteError, GROUPS_UNSUPPORTED};
 use crate::obs::stats::SpoolCounters;
+
+/// Most rows replayed in one COPY: consecutive segments are joined up to this.
+const GROUP_ROWS: u64 = 100_000;
 
 /// Longest pause between probes of a database that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -66,20 +74,61 @@ impl Replayer {
         Ok(())
     }
 
-    /// The oldest segment of this spool's database, if any.
-    fn next_segment(&self) -> Option<std::path::PathBuf> {
-        let list = match self.spool.list() {
-            Ok(l) => l,
+    /// This database's segments, oldest first (read once per pass over the directory, not
+    /// once per segment: a long outage leaves thousands).
+    fn list_own(&self) -> VecDeque<std::path::PathBuf> {
+        match self.spool.list() {
+            Ok(l) => l
+                .into_iter()
+                .filter(|p| {
+                    read_header(p)
+                        .map(|h| h.identity == *self.spool.identity())
+                        .unwrap_or(false)
+                })
+                .collect(),
             Err(e) => {
                 tracing::warn!("listing the spool: {e:#}");
-                return None;
+                VecDeque::new()
             }
-        };
-        list.into_iter().find(|p| {
-            read_header(p)
-                .map(|h| h.identity == *self.spool.identity())
-                .unwrap_or(false)
-        })
+        }
+    }
+
+    /// Replays `segs` (of one shape) as one COPY; on anything but a clean commit, one by one.
+    fn replay_group(&self, sink: &mut dyn Sink, segs: &[Segment]) -> Result<Replayed, WriteError> {
+        if segs.len() > 1 {
+            let mut buf = Vec::with_capacity(
+                segs.iter().map(|s| s.tuples.len()).sum::<usize>() + HEADER.len() + TRAILER.len(),
+            );
+            buf.extend_from_slice(HEADER);
+            for s in segs {
+                buf.extend_from_slice(&s.tuples);
+            }
+            buf.extend_from_slice(TRAILER);
+            let markers: Vec<_> = segs
+                .iter()
+                .map(|s| (s.header.marker, s.header.rows as usize))
+                .collect();
+            match sink.write_group(&buf, segs[0].header.shape, &markers) {
+                Ok(Committed::Now) => {
+                    return Ok(Replayed {
+                        rows: segs.iter().map(|s| s.header.rows).sum(),
+                        dead_lettered: 0,
+                    })
+                }
+                // A marker already there, rows refused, or a sink that cannot group: each
+                // segment on its own below, with its own marker.
+                Ok(Committed::Already) | Err(WriteError::Rejected { .. }) => {}
+                Err(WriteError::Unavailable(m)) if m == GROUPS_UNSUPPORTED => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = Replayed::default();
+        for s in segs {
+            let r = self.replay(sink, s)?;
+            out.rows += r.rows;
+            out.dead_lettered += r.dead_lettered;
+        }
+        Ok(out)
     }
 
     /// Replays one segment: every row committed exactly once or dead-lettered.
@@ -98,14 +147,14 @@ impl Replayer {
             buf.extend_from_slice(HEADER);
             buf.extend_from_slice(&seg.tuples[offsets[a]..offsets[b]]);
             buf.extend_from_slice(TRAILER);
-            match sink.write_copy(&buf, b - a, marker, part) {
+            match sink.write_copy(&buf, seg.header.shape, b - a, marker, part) {
                 Ok(_) => out.rows += (b - a) as u64,
                 Err(WriteError::Rejected { row, message }) => {
                     if b - a == 1 {
                         let tuples = &seg.tuples[offsets[a]..offsets[b]];
                         let path = self
                             .spool
-                            .dead_letter(marker, a, tuples, 1, &message)
+                            .dead_letter(marker, seg.header.shape, a, tuples, 1, &message)
                             .map_err(|e| WriteError::Unavailable(format!("{e:#}")))?;
                         tracing::warn!(
                             "a row of {} refused by PostgreSQL, kept in {}: {message}",
@@ -145,6 +194,7 @@ impl Replayer {
         let mut sink = PgSink::new(&self.conninfo, &self.schema);
         let mut schema_ready = false;
         let mut backoff = Duration::from_millis(200);
+        let mut queue: VecDeque<std::path::PathBuf> = VecDeque::new();
         let pause = |d: Duration| {
             let until = std::time::Instant::now() + d;
             while std::time::Instant::now() < until && !stop.load(Relaxed) {
@@ -166,32 +216,56 @@ impl Replayer {
                     }
                 }
             }
-            let Some(path) = self.next_segment() else {
-                pause(Duration::from_millis(100));
-                continue;
-            };
-            let seg = match self.spool.read(&path) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("spool segment unreadable, left in place: {e:#}");
-                    pause(MAX_BACKOFF);
+            if queue.is_empty() {
+                queue = self.list_own();
+                if queue.is_empty() {
+                    pause(Duration::from_millis(100));
                     continue;
                 }
-            };
-            match self.replay(&mut sink, &seg) {
-                Ok(done) => {
-                    if let Err(e) = self.spool.remove(&seg) {
-                        tracing::error!("{e:#}");
-                        pause(MAX_BACKOFF);
+            }
+            // The oldest segments, as many as make one COPY of up to GROUP_ROWS rows of one shape.
+            let mut group: Vec<Segment> = Vec::new();
+            let mut rows = 0u64;
+            while let Some(path) = queue.front() {
+                let seg = match self.spool.read(path) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("spool segment unreadable, left in place: {e:#}");
+                        queue.pop_front();
                         continue;
+                    }
+                };
+                if !group.is_empty()
+                    && (seg.header.shape != group[0].header.shape
+                        || rows + seg.header.rows > GROUP_ROWS)
+                {
+                    break;
+                }
+                rows += seg.header.rows;
+                group.push(seg);
+                queue.pop_front();
+            }
+            if group.is_empty() {
+                continue;
+            }
+            match self.replay_group(&mut sink, &group) {
+                Ok(done) => {
+                    for seg in &group {
+                        if let Err(e) = self.spool.remove(seg) {
+                            tracing::error!("{e:#}");
+                        }
                     }
                     self.counters.rows_replayed.fetch_add(done.rows, Relaxed);
                     self.counters
                         .rows_dead_lettered
                         .fetch_add(done.dead_lettered, Relaxed);
-                    self.counters.segments_replayed.fetch_add(1, Relaxed);
+                    self.counters
+                        .segments_replayed
+                        .fetch_add(group.len() as u64, Relaxed);
                 }
                 Err(e) => {
+                    // Not replayed: the same segments come first again once it is back.
+                    queue.clear();
                     self.health.mark_down(&e);
                     pause(backoff);
                 }

@@ -7,7 +7,8 @@
 //! COPY netflow.flows (flow_start, …, received_at) FROM '/path/0001….seg' (FORMAT binary);
 //! ```
 //!
-//! (the column list is [`super::copy::FLOW_COLUMNS`]; `nfpg spool` prints the statement). The
+//! (the column list depends on the segment's [`Shape`], in its header; `nfpg spool` prints the
+//! statement for each). The
 //! COPY header's extension area, which PostgreSQL skips, carries a JSON [`SegmentHeader`]: the
 //! database the rows were meant for ([`Identity`]), the exactly-once marker they were or will
 //! be committed with, the row count, and for dead letters the error. Segments are written to
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::copy::{HEADER, TRAILER};
+use super::copy::{Shape, HEADER, TRAILER};
 use crate::obs::stats::SpoolGauges;
 use std::sync::Arc;
 
@@ -104,6 +105,9 @@ pub struct SegmentHeader {
     pub nfpg_spool: u32,
     pub identity: Identity,
     pub marker: Marker,
+    /// Which columns the rows carry (the COPY column list to load them with).
+    #[serde(default)]
+    pub shape: Shape,
     pub rows: u64,
     pub created_us: i64,
     /// Dead letters: why PostgreSQL refused the rows.
@@ -305,11 +309,18 @@ impl Spool {
 
     /// Writes one segment holding `tuples` (binary COPY tuples, no header or trailer) of
     /// `rows` rows, meant to be committed with `marker`. Durable when it returns.
-    pub fn write(&self, marker: Marker, tuples: &[u8], rows: u64) -> Result<u64, SpoolError> {
+    pub fn write(
+        &self,
+        marker: Marker,
+        shape: Shape,
+        tuples: &[u8],
+        rows: u64,
+    ) -> Result<u64, SpoolError> {
         let header = SegmentHeader {
             nfpg_spool: 1,
             identity: self.identity.clone(),
             marker,
+            shape,
             rows,
             created_us: unix_us(),
             error: None,
@@ -363,6 +374,7 @@ impl Spool {
     pub fn dead_letter(
         &self,
         marker: Marker,
+        shape: Shape,
         first_row: usize,
         tuples: &[u8],
         rows: u64,
@@ -372,6 +384,7 @@ impl Spool {
             nfpg_spool: 1,
             identity: self.identity.clone(),
             marker,
+            shape,
             rows,
             created_us: unix_us(),
             error: Some(error.to_string()),
@@ -505,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(dir.path(), 1 << 20, identity("a"), Arc::default()).unwrap();
         let m = Marker { writer: -5, seq: 7 };
-        let len = s.write(m, &tuples(), 2).unwrap();
+        let len = s.write(m, Shape::Basic, &tuples(), 2).unwrap();
         assert_eq!((s.segments(), s.bytes()), (1, len));
         let files = s.list().unwrap();
         assert_eq!(files.len(), 1);
@@ -524,7 +537,7 @@ mod tests {
         let s = Spool::open(dir.path(), 100, identity("a"), Arc::default()).unwrap();
         let m = Marker { writer: 1, seq: 1 };
         assert!(matches!(
-            s.write(m, &[0u8; 200], 1),
+            s.write(m, Shape::Basic, &[0u8; 200], 1),
             Err(SpoolError::Full { .. })
         ));
         assert_eq!((s.segments(), s.bytes()), (0, 0));
@@ -537,7 +550,8 @@ mod tests {
         {
             let a = Spool::open(dir.path(), 1 << 20, identity("a"), Arc::default()).unwrap();
             assert!(Spool::open(dir.path(), 1 << 20, identity("a"), Arc::default()).is_err());
-            a.write(Marker { writer: 1, seq: 1 }, &tuples(), 2).unwrap();
+            a.write(Marker { writer: 1, seq: 1 }, Shape::Basic, &tuples(), 2)
+                .unwrap();
         }
         let b = Spool::open(dir.path(), 1 << 20, identity("b"), Arc::default()).unwrap();
         assert_eq!((b.segments(), b.foreign()), (0, 1));

@@ -28,7 +28,7 @@ use anyhow::Result;
 use crossbeam_utils::CachePadded;
 use postgres::Client;
 
-use super::copy;
+use super::copy::{self, Shape};
 use super::db::{self, Schema};
 use super::health::Health;
 use super::spool::{Marker, Spool, SpoolError};
@@ -49,18 +49,35 @@ pub const MARKER_CONSTRAINT: &str = "nfpg_copies_pkey";
 
 /// Where a writer puts encoded COPY streams.
 pub trait Sink: Send {
-    /// Commits one binary COPY stream (header, tuples, trailer) of `rows` rows with the
-    /// marker `(marker, part)`.
+    /// Commits one binary COPY stream (header, tuples, trailer) of `rows` rows in `shape`
+    /// with the marker `(marker, part)`.
     fn write_copy(
         &mut self,
         data: &[u8],
+        shape: Shape,
         rows: usize,
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError>;
+    /// Commits the rows of several spooled COPYs as one: one stream (`data`) and, in the same
+    /// transaction, each one's whole marker `(marker, 0)` with its row count. `Already` means
+    /// one of the markers was committed before and nothing was written now: the caller
+    /// replays them one by one. Sinks that cannot group say `Unavailable`... see
+    /// [`GROUPS_UNSUPPORTED`].
+    fn write_group(
+        &mut self,
+        _data: &[u8],
+        _shape: Shape,
+        _markers: &[(Marker, usize)],
+    ) -> Result<Committed, WriteError> {
+        Err(WriteError::Unavailable(GROUPS_UNSUPPORTED.into()))
+    }
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
 }
+
+/// What [`Sink::write_group`] says for sinks that write one COPY at a time.
+pub const GROUPS_UNSUPPORTED: &str = "this sink writes one COPY at a time";
 
 /// How a COPY ended when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +150,8 @@ fn copy_line(context: &str) -> Option<usize> {
 pub struct PgSink {
     conninfo: String,
     schema: Schema,
-    copy_sql: String,
+    copy_basic: String,
+    copy_full: String,
     marker_sql: String,
     client: Option<Client>,
 }
@@ -150,7 +168,8 @@ impl PgSink {
     pub fn new(conninfo: &str, schema: &Schema) -> Self {
         Self {
             conninfo: conninfo.to_string(),
-            copy_sql: copy::copy_statement(&schema.quoted()),
+            copy_basic: copy::copy_statement(&schema.quoted(), Shape::Basic),
+            copy_full: copy::copy_statement(&schema.quoted(), Shape::Full),
             marker_sql: schema.render(
                 "INSERT INTO {schema}.nfpg_copies (writer, seq, part, rows) VALUES ($1, $2, $3, $4)",
             ),
@@ -159,20 +178,19 @@ impl PgSink {
         }
     }
 
-    /// One COPY in a transaction that first records the marker in `nfpg_copies`.
+    /// One COPY in a transaction that first records its markers in `nfpg_copies`.
     fn copy_once(
         client: &mut Client,
         marker_sql: &str,
         copy_sql: &str,
-        marker: [i64; 4],
+        markers: &[[i64; 4]],
         data: &[u8],
     ) -> Result<(), CopyFail> {
         let mut tx = client.transaction().map_err(CopyFail::Pg)?;
-        tx.execute(
-            marker_sql,
-            &[&marker[0], &marker[1], &marker[2], &marker[3]],
-        )
-        .map_err(CopyFail::Pg)?;
+        for m in markers {
+            tx.execute(marker_sql, &[&m[0], &m[1], &m[2], &m[3]])
+                .map_err(CopyFail::Pg)?;
+        }
         let mut w = tx.copy_in(copy_sql).map_err(CopyFail::Pg)?;
         // On error the writer is dropped without finish() (the COPY aborts) and the
         // transaction rolls back: nothing commits.
@@ -218,16 +236,21 @@ impl Sink for PgSink {
     fn write_copy(
         &mut self,
         data: &[u8],
+        shape: Shape,
         rows: usize,
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError> {
         self.client()?;
+        let copy_sql = match shape {
+            Shape::Basic => &self.copy_basic,
+            Shape::Full => &self.copy_full,
+        };
         let Some(client) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
         let m = [marker.writer, marker.seq, part, rows as i64];
-        match Self::copy_once(client, &self.marker_sql, &self.copy_sql, m, data) {
+        match Self::copy_once(client, &self.marker_sql, copy_sql, &[m], data) {
             Ok(()) => Ok(Committed::Now),
             Err(CopyFail::Pg(e))
                 if e.as_db_error()
@@ -239,6 +262,40 @@ impl Sink for PgSink {
                     part,
                     "COPY already committed by an earlier attempt whose reply was lost; not written twice"
                 );
+                Ok(Committed::Already)
+            }
+            Err(CopyFail::Pg(e)) => Err(self.fail(&e)),
+            Err(CopyFail::Io(e)) => {
+                self.client = None;
+                Err(WriteError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    fn write_group(
+        &mut self,
+        data: &[u8],
+        shape: Shape,
+        markers: &[(Marker, usize)],
+    ) -> Result<Committed, WriteError> {
+        self.client()?;
+        let copy_sql = match shape {
+            Shape::Basic => &self.copy_basic,
+            Shape::Full => &self.copy_full,
+        };
+        let Some(client) = self.client.as_mut() else {
+            return Err(WriteError::Unavailable("not connected".into()));
+        };
+        let ms: Vec<[i64; 4]> = markers
+            .iter()
+            .map(|(m, rows)| [m.writer, m.seq, 0, *rows as i64])
+            .collect();
+        match Self::copy_once(client, &self.marker_sql, copy_sql, &ms, data) {
+            Ok(()) => Ok(Committed::Now),
+            Err(CopyFail::Pg(e))
+                if e.as_db_error()
+                    .is_some_and(|d| d.constraint() == Some(MARKER_CONSTRAINT)) =>
+            {
                 Ok(Committed::Already)
             }
             Err(CopyFail::Pg(e)) => Err(self.fail(&e)),
@@ -291,6 +348,7 @@ impl Sink for NullSink {
     fn write_copy(
         &mut self,
         _data: &[u8],
+        _shape: Shape,
         _rows: usize,
         _marker: Marker,
         _part: i64,
@@ -361,11 +419,12 @@ pub fn spool_copy(
     spool: &Spool,
     counters: &SpoolCounters,
     marker: Marker,
+    shape: Shape,
     framed: &[u8],
     rows: usize,
 ) -> bool {
     let tuples = &framed[copy::HEADER.len()..framed.len() - copy::TRAILER.len()];
-    match spool.write(marker, tuples, rows as u64) {
+    match spool.write(marker, shape, tuples, rows as u64) {
         Ok(_) => {
             counters.rows_spooled.fetch_add(rows as u64, Relaxed);
             counters.segments_spooled.fetch_add(1, Relaxed);
@@ -416,7 +475,7 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
             continue;
         }
         if rows > 0 {
-            copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf);
+            let shape = copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf);
             let marker = Marker {
                 writer: marker_writer,
                 seq: next_seq,
@@ -425,7 +484,7 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
             let live = sh.health.is_up() && !sh.spool_only.load(Relaxed);
             let copy_started = Instant::now();
             let result = if live {
-                sink.write_copy(&buf, rows, marker, 0)
+                sink.write_copy(&buf, shape, rows, marker, 0)
             } else {
                 Err(WriteError::Unavailable("database down".into()))
             };
@@ -462,7 +521,9 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
                         }
                     }
                     let stored = match &sh.spool {
-                        Some(spool) => spool_copy(spool, &sh.spool_counters, marker, &buf, rows),
+                        Some(spool) => {
+                            spool_copy(spool, &sh.spool_counters, marker, shape, &buf, rows)
+                        }
                         None => false,
                     };
                     if stored {
@@ -533,13 +594,20 @@ impl Overflow for SpoolOverflow {
         if batch.flows.is_empty() {
             return;
         }
-        copy::encode_copy([&batch.flows], &mut self.buf);
+        let shape = copy::encode_copy([&batch.flows], &mut self.buf);
         let marker = Marker {
             writer: self.marker_writer,
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        if spool_copy(&self.spool, &self.counters, marker, &self.buf, batch.len()) {
+        if spool_copy(
+            &self.spool,
+            &self.counters,
+            marker,
+            shape,
+            &self.buf,
+            batch.len(),
+        ) {
             observe_exporters(&self.exporters, [batch]);
         }
     }

@@ -130,6 +130,10 @@ pub struct DatagramInfo {
     /// Header time, ms since the Unix epoch.
     pub export_ms: i64,
     pub sequence: u32,
+    /// Rows of a v9/IPFIX data set that was held for its template and decoded later: not a
+    /// datagram of its own (the exporter statistics count its flows, not a datagram or a
+    /// sequence number).
+    pub held: bool,
 }
 
 /// Decoded flows in columns.
@@ -302,6 +306,42 @@ impl Columns {
             self.packets[range.clone()].iter().sum(),
             self.bytes[range].iter().sum(),
         )
+    }
+
+    /// Drops rows from `rows` on and datagram records from `datagrams` on (undoes a partly
+    /// decoded datagram).
+    pub fn truncate(&mut self, rows: usize, datagrams: usize) {
+        self.flow_start_ms.truncate(rows);
+        self.flow_end_ms.truncate(rows);
+        self.src_addr.truncate(rows);
+        self.dst_addr.truncate(rows);
+        self.next_hop.truncate(rows);
+        self.src_port.truncate(rows);
+        self.dst_port.truncate(rows);
+        self.protocol.truncate(rows);
+        self.tcp_flags.truncate(rows);
+        self.tos.truncate(rows);
+        self.input_if.truncate(rows);
+        self.output_if.truncate(rows);
+        self.packets.truncate(rows);
+        self.bytes.truncate(rows);
+        self.src_as.truncate(rows);
+        self.dst_as.truncate(rows);
+        self.src_mask.truncate(rows);
+        self.dst_mask.truncate(rows);
+        self.present.truncate(rows);
+        self.direction.truncate(rows);
+        self.end_reason.truncate(rows);
+        self.vlan.truncate(rows);
+        self.mpls_label.truncate(rows);
+        self.icmp_type.truncate(rows);
+        self.post_nat_src.truncate(rows);
+        self.post_nat_dst.truncate(rows);
+        self.post_nat_src_port.truncate(rows);
+        self.post_nat_dst_port.truncate(rows);
+        self.sampling_interval.truncate(rows);
+        self.sampling_source.truncate(rows);
+        self.datagrams.truncate(datagrams);
     }
 
     /// Empties the columns, keeping their capacity.

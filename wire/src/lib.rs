@@ -5,6 +5,8 @@
 //!   arrays) and the per-datagram header record.
 //! - [`v5`]: the NetFlow v5 decoder; [`v5::encode`] is the one v5 encoder, used by
 //!   `nfpg-loadgen`, the tests and the benches.
+//! - [`netflow`]: NetFlow v9 and IPFIX: header, sets, templates, compiled plans, data and
+//!   options records; [`netflow::encode`] builds v9/IPFIX datagrams for tests and load.
 //! - [`pcap`]: a reader for classic pcap and pcapng captures (UDP datagrams only).
 //!
 //! The collector (`nfpg`) wraps [`columns::Columns`] in its batch type; nothing here knows
@@ -12,5 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod columns;
+pub mod netflow;
 pub mod pcap;
 pub mod v5;

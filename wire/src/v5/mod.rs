@@ -118,6 +118,7 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u
         sys_uptime_ms: sys_uptime,
         export_ms,
         sequence: be32(data, 16),
+        held: false,
     });
     // Column by column: each pass is a tight loop over at most 30 records that are already
     // in L1, and `extend` from an exact-size iterator checks capacity once per column rather
