@@ -460,10 +460,13 @@ def subprocess_input(cmd: list[str], text: str, timeout: float) -> str:
 
 
 def loadgen_cmd(port: int, rate: int, duration: float, seed: int, verify_url: str | None = None,
-                verify_timeout: float = 120, verify_settle: float = 5) -> list[str]:
+                verify_timeout: float = 120, verify_settle: float = 5,
+                version: int = 5) -> list[str]:
     cmd = [str(LOADGEN), "--target", f"127.0.0.1:{port}", "--exporters", str(EXPORTERS),
            "--records", str(RECORDS), "--rate", str(rate), "--duration", f"{duration:g}",
            "--seed", str(seed)]
+    if version != 5:
+        cmd += ["--version", str(version)]
     if verify_url:
         cmd += ["--verify", "--database-url", verify_url, "--verify-timeout", f"{verify_timeout:g}",
                 "--verify-settle", f"{verify_settle:g}"]
@@ -471,8 +474,8 @@ def loadgen_cmd(port: int, rate: int, duration: float, seed: int, verify_url: st
 
 
 def loadgen(port: int, rate: int, duration: float, seed: int, verify_url: str | None = None,
-            extra_timeout: float = 0) -> dict:
-    cmd = loadgen_cmd(port, rate, duration, seed, verify_url)
+            extra_timeout: float = 0, version: int = 5) -> dict:
+    cmd = loadgen_cmd(port, rate, duration, seed, verify_url, version=version)
     r = run(cmd, timeout=duration + 200 + extra_timeout, check=False)
     out = last_json_line(r.stdout)
     if out is None:
@@ -564,18 +567,21 @@ class PgStep:
         return max(self.sustained, self.sustained_lat or 0.0)
 
 
-def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float) -> list[PgStep]:
+def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float,
+                  version: int = 5) -> list[PgStep]:
     steps: list[PgStep] = []
+    tag = "" if version == 5 else f"v{version}-"
     for i, rate in enumerate(rates, 1):
-        db = f"step{i}"
+        db = f"step{tag.replace('-', '_')}{i}"
         pg.query(f"CREATE DATABASE {db}")
         st = PgStep(rate=rate, duration=duration, db=db)
-        log(f"nfpg -> PostgreSQL: {rate} datagrams/s ({rate * RECORDS} flows/s) for {duration:.0f}s")
-        n = Nfpg(work, f"nfpg-pg-{i}", ["--database-url", pg.url(db)])
+        log(f"nfpg -> PostgreSQL (NetFlow v{version}): {rate} datagrams/s ({rate * RECORDS} flows/s) "
+            f"for {duration:.0f}s")
+        n = Nfpg(work, f"nfpg-pg-{tag}{i}", ["--database-url", pg.url(db)])
         n.start()
         t0 = time.monotonic()
         try:
-            lg = loadgen(n.port, rate, duration, seed=i, verify_url=pg.url(db))
+            lg = loadgen(n.port, rate, duration, seed=i, verify_url=pg.url(db), version=version)
         finally:
             summary = n.finish()
         st.other = OTHER.between(t0, time.monotonic())
@@ -1468,6 +1474,32 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
             a(f"| {fmt(s.rate)} | " + " | ".join(cells) + " |")
     a("")
 
+    v9 = cfg.get("v9_steps") or []
+    if v9:
+        a("## nfpg into PostgreSQL, NetFlow v9")
+        a("")
+        a(f"The same ramp and method with `nfpg-loadgen --version 9`: NetFlow v9 datagrams of "
+          f"{RECORDS} records in softflowd's IPv4 template (42-byte records, template resent every "
+          f"20 datagrams per exporter), decoded through the v9 template path, {EXPORTERS} exporters.")
+        a("")
+        a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | sustained flows/s (verify) | e2e latency p50 / p99 / max | other load (cores) |")
+        a("|---|---|---|---|---|---|---|---|---|")
+        for s_ in v9:
+            lat = f"{us(s_.lat.get('p50'))} / {us(s_.lat.get('p99'))} / {us(s_.lat.get('max'))}" \
+                if s_.lat else "not reported"
+            a(f"| {fmt(s_.rate)} | {fmt(s_.rate * RECORDS)} | {fmt(s_.achieved_dps)} | "
+              f"{fmt(s_.sent_flows)} | {fmt(s_.lost_flows)}{'' if s_.verify_ok else ' **loss**'} | "
+              f"{fmt(s_.kernel_drops)} | {fmt(s_.sustained)} | {lat} | {other_str(s_.other)} |")
+        a("")
+        best9 = highest(v9, lambda s_: s_.verify_ok)
+        if best9:
+            a(f"**NetFlow v9: lossless up to {fmt(best9.rate)} datagrams/s offered "
+              f"({fmt(best9.rate * RECORDS)} flows/s) in this run; {fmt(best9.sustained)} flows/s "
+              f"stored sustained (verify) at that step.**")
+        else:
+            a("**NetFlow v9: flows lost at every step tried.**")
+        a("")
+
     # ---- section 3
     a("## The database path's own limit")
     a("")
@@ -1627,8 +1659,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5 s steps, fewer rates (development)")
     ap.add_argument("--out", default="BENCHMARKS.md", help="report file (relative to the repo root)")
-    ap.add_argument("--only", default="nfpg,limit,replay,nfacctd,recv",
-                    help="comma list of sections: nfpg, limit, replay, nfacctd, recv")
+    ap.add_argument("--only", default="nfpg,limit,replay,v9,nfacctd,recv",
+                    help="comma list of sections: nfpg, limit, replay, v9, nfacctd, recv")
+    ap.add_argument("--v9-rates", help="datagrams/s steps of the NetFlow v9 ramp [the nfpg ramp's]")
     ap.add_argument("--replay-rate", type=int,
                     help="datagrams/s of the replay section [default: the ramp's highest "
                          "lossless rate, else 20000; 2000 with --quick]")
@@ -1686,6 +1719,7 @@ def main() -> int:
     pg = Postgres(base / "pg")
     pg.base.mkdir()
     pg_steps, copy_res, acct, recv = [], [], [], {}
+    v9_steps: list[PgStep] = []
     replay = None
     acct_err = recv_err = replay_err = "not selected (--only)"
 
@@ -1738,6 +1772,13 @@ def main() -> int:
             except BenchError as e:
                 replay_err = f"replay run failed: {e}"
                 log(replay_err)
+
+        if "v9" in only:
+            v9_rates = [int(x) for x in args.v9_rates.split(",")] if args.v9_rates else rates
+            v9_steps = bench_nfpg_pg(pg, work, v9_rates, dur, version=9)
+            for s_ in v9_steps:
+                pg.query(f"DROP DATABASE IF EXISTS {s_.db}")
+            cfg["v9_steps"] = v9_steps
 
         if "nfacctd" in only:
             if shutil.which("nfacctd") is None:

@@ -1,15 +1,17 @@
-//! `nfpg-loadgen`: a NetFlow v5 load source for nfpg, with exact totals.
+//! `nfpg-loadgen`: a NetFlow v5, v9 and IPFIX load source for nfpg, with exact totals.
 //!
 //! Owns the command line, the checks on it (loopback only, bounded runs), and the one JSON
 //! report printed at the end. The work is in the modules: `traffic` (deterministic
-//! exporters and field distributions), `send` (paced `sendmmsg` threads and replay) and
-//! `verify` (PostgreSQL comparison); the v5 encoding and the capture reader are
+//! exporters and field distributions), `templated` (v9/IPFIX datagrams in the sender's
+//! buffers), `send` (paced `sendmmsg` threads and replay) and `verify` (PostgreSQL
+//! comparison); the v5 encoding, the v9/IPFIX template encoding and the capture reader are
 //! `nfpg-wire`'s.
 //!
 //! Exit status: 0 on success (and `--verify` found nothing lost), 1 if `--verify` found a
 //! difference, 2 on any error.
 
 mod send;
+mod templated;
 mod traffic;
 mod verify;
 
@@ -20,14 +22,29 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use nfpg_wire::v5::encode as v5;
 use serde_json::{json, Value};
 
-/// Synthetic NetFlow v5 load for nfpg: several exporters, paced, reproducible, with exact
-/// totals printed as one JSON object at the end. Sends only to loopback.
+use traffic::Version;
+
+fn parse_version(s: &str) -> std::result::Result<Version, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(Version::from_number)
+        .ok_or_else(|| format!("{s:?} is not 5, 9 or 10"))
+}
+
+/// Synthetic NetFlow v5, v9 or IPFIX load for nfpg: several exporters, paced, reproducible,
+/// with exact totals printed as one JSON object at the end. Sends only to loopback.
 #[derive(Parser, Debug)]
-#[command(name = "nfpg-loadgen", version)]
+#[command(name = "nfpg-loadgen", disable_version_flag = true)]
 struct Cli {
+    /// Export format: 5 (NetFlow v5), 9 (NetFlow v9) or 10 (IPFIX). v9 and IPFIX use
+    /// softflowd's IPv4 flow template (id 256, 42-byte records) and an options record (id
+    /// 257): the sampling interval (34) when --sampling is set, and for IPFIX the system init
+    /// time (160) that its flowStart/EndSysUpTime (22/21) count from.
+    #[arg(long, default_value = "5", value_parser = parse_version)]
+    version: Version,
+
     /// Collector address (loopback only): `127.x.y.z:port` or `[::1]:port`.
     #[arg(long, default_value = "127.0.0.1:2055")]
     target: SocketAddr,
@@ -57,9 +74,20 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     exporter_list: Vec<IpAddr>,
 
-    /// Flow records per datagram (1–30).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..=30))]
+    /// Flow records per datagram: 1–30 for v5, 1–34 for v9/IPFIX (a datagram that also
+    /// carries the template sets holds as many as fit in 1,472 bytes: at least 31).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..=34))]
     records: u8,
+
+    /// v9/IPFIX: send the template sets again, at the start of a datagram, every N datagrams
+    /// of each exporter (0 = only once) [default: 20].
+    #[arg(long, value_name = "N")]
+    template_every: Option<u64>,
+
+    /// v9/IPFIX: send K data datagrams per exporter before its first template (the collector
+    /// holds them until the template comes) [default: 0].
+    #[arg(long, value_name = "K")]
+    late_template: Option<u64>,
 
     /// Seed for every field distribution; the same seed gives the same datagrams.
     #[arg(long, default_value_t = 1)]
@@ -74,11 +102,13 @@ struct Cli {
     #[arg(long)]
     uptime_start: Option<u32>,
 
-    /// Sampling interval written in the header (mode 1 when > 0; at most 16383).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16383))]
+    /// Sampling interval, 1 in N: v5 writes it in the header (mode 1; at most 16383), v9 and
+    /// IPFIX in options data (scope System / observationDomainId, samplingInterval 34).
+    #[arg(long, default_value_t = 0)]
     sampling: u16,
 
-    /// engine_type written in every header (engine_id is the exporter number mod 256).
+    /// engine_type written in every v5 header (engine_id is the exporter number mod 256); v9
+    /// source id / IPFIX observation domain = engine_type × 256 + engine_id.
     #[arg(long, default_value_t = 0)]
     engine_type: u8,
 
@@ -193,6 +223,21 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
     if cli.verify {
         verify::check_schema(&cli.schema)?;
     }
+    let templated = cli.version.templated().is_some();
+    if !templated {
+        if cli.records > 30 {
+            bail!("--records {}: a v5 datagram holds at most 30", cli.records);
+        }
+        if cli.sampling > 0x3fff {
+            bail!(
+                "--sampling {}: the v5 header holds at most 16383",
+                cli.sampling
+            );
+        }
+        if cli.template_every.is_some() || cli.late_template.is_some() {
+            bail!("--template-every and --late-template are for --version 9 or 10");
+        }
+    }
     let addrs = if cli.exporter_list.is_empty() {
         if cli.exporters == 0 {
             bail!("--exporters must be at least 1");
@@ -219,15 +264,19 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
         source_mode: cli.source_mode,
         profile: traffic::Profile {
             seed: cli.seed,
+            version: cli.version,
             records: usize::from(cli.records),
-            sampling_interval: v5::sampling_field(cli.sampling),
+            sampling: cli.sampling,
             seq_start: cli.seq_start,
             uptime_start: cli.uptime_start,
             engine_type: cli.engine_type,
+            template_every: cli.template_every.unwrap_or(20),
+            late_template: cli.late_template.unwrap_or(0),
         },
     };
     let r = send::run(&plan, &addrs)?;
     let mut report = json!({
+        "version": cli.version.number(),
         "started_at_unix_ms": r.started_at_unix_ms,
         "ended_at_unix_ms": r.ended_at_unix_ms,
         "elapsed_s": r.elapsed.as_secs_f64(),
@@ -238,6 +287,10 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
         "source_mode": r.source_mode,
         "exporters": r.exporters,
     });
+    if templated {
+        report["template_every"] = json!(plan.profile.template_every);
+        report["late_template"] = json!(plan.profile.late_template);
+    }
     let mut ok = true;
     if cli.verify {
         let url = cli

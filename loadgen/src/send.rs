@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::traffic::{Built, Exporter, Profile};
+use crate::traffic::{Built, Exporter, Profile, MAX_DATAGRAM};
 use nfpg_wire::v5::encode as v5;
 
 /// Datagrams, flows, packets and bytes: what every counter in the report adds up.
@@ -45,11 +45,18 @@ impl Totals {
 }
 
 /// One exporter's line in the report. `datagrams..bytes` count what was sent;
-/// `next_seq - first_seq` (wrapping) also counts flows dropped on purpose.
+/// `next_seq - first_seq` (wrapping) also counts what was dropped on purpose: flows for v5
+/// and IPFIX, datagrams for v9.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExporterReport {
     pub address: String,
     pub engine_id: u8,
+    /// v9 source id / IPFIX observation domain (engine_type × 256 + engine_id); absent for v5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<u32>,
+    /// v9/IPFIX: datagrams built with the template sets in front (sent or dropped on purpose).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_datagrams: Option<u64>,
     pub datagrams: u64,
     pub flows: u64,
     pub packets: u64,
@@ -225,11 +232,14 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
         lanes.extend(out.lanes);
     }
     lanes.sort_by_key(|l| l.state.index);
+    let templated = plan.profile.version.templated().is_some();
     let exporters = lanes
         .into_iter()
         .map(|l| ExporterReport {
             address: l.addr.to_string(),
             engine_id: l.state.engine_id,
+            source_id: templated.then_some(l.state.domain),
+            template_datagrams: templated.then_some(l.state.template_datagrams),
             datagrams: l.sent.datagrams,
             flows: l.sent.flows,
             packets: l.sent.packets,
@@ -333,7 +343,7 @@ fn worker(mut lanes: Vec<Lane>, cfg: &WorkerCfg) -> Result<WorkerOut> {
     };
     let dest = SockAddr::from(target);
     let no_control = sys::Control::none();
-    let mut bufs = vec![[0u8; v5::MAX_DATAGRAM]; batch];
+    let mut bufs = vec![[0u8; MAX_DATAGRAM]; batch];
     // (lane, built) of each message in the batch, for counting once the kernel took it.
     let mut slots: Vec<(usize, Built)> = Vec::with_capacity(batch);
     let mut mmsg = sys::Batch::new(batch);

@@ -5,10 +5,55 @@
 //! small-skewed packet counts). Everything comes from a seeded xoshiro256** generator per
 //! exporter, so the same seed gives the same datagrams for the same clock readings, no matter
 //! how exporters are spread over threads. `send` owns the clock and the sockets.
+//!
+//! The same records go out as NetFlow v5 or, through [`crate::templated`], as NetFlow v9 or
+//! IPFIX: the random stream does not depend on the format, so neither do the totals.
 
 #![forbid(unsafe_code)]
 
 use nfpg_wire::v5::encode as v5;
+
+use crate::templated::{self as tpl, Format, TemplateSets};
+
+/// Largest datagram any format builds (v5: 1,464 bytes; v9/IPFIX: 1,472).
+pub const MAX_DATAGRAM: usize = tpl::MAX_DATAGRAM;
+
+/// The export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V5,
+    V9,
+    Ipfix,
+}
+
+impl Version {
+    /// From the header's version number: 5, 9 or 10.
+    pub fn from_number(n: u8) -> Option<Version> {
+        match n {
+            5 => Some(Version::V5),
+            9 => Some(Version::V9),
+            10 => Some(Version::Ipfix),
+            _ => None,
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V5 => 5,
+            Version::V9 => 9,
+            Version::Ipfix => 10,
+        }
+    }
+
+    /// The template-based format, `None` for v5.
+    pub fn templated(self) -> Option<Format> {
+        match self {
+            Version::V5 => None,
+            Version::V9 => Some(Format::V9),
+            Version::Ipfix => Some(Format::Ipfix),
+        }
+    }
+}
 
 /// splitmix64: turns a seed into well-mixed state words.
 fn splitmix64(state: &mut u64) -> u64 {
@@ -144,14 +189,30 @@ fn sizes(rng: &mut Rng, protocol: u8) -> (u32, u32) {
     (packets, packets * mean_size)
 }
 
+/// The v9/IPFIX state of an exporter: its template sets and when to send them.
+#[derive(Debug, Clone)]
+struct Templated {
+    format: Format,
+    sampling: u16,
+    every: u64,
+    late: u64,
+    /// Uptime wraps (2³² ms) before the time `sets` announces as IPFIX system init time.
+    epoch: u64,
+    sets: TemplateSets,
+}
+
 /// One synthetic exporter: its identity, wire counters and random stream.
 #[derive(Debug, Clone)]
 pub struct Exporter {
     pub index: usize,
     pub engine_type: u8,
     pub engine_id: u8,
+    /// v5 header sampling field (mode bits included).
     pub sampling_interval: u16,
-    /// Flows sent (or dropped on purpose) so far: the next datagram's flow_sequence.
+    /// v9 source id / IPFIX observation domain: engine_type × 256 + engine_id.
+    pub domain: u32,
+    /// The next datagram's sequence number: v5 and IPFIX count the flows sent (or dropped on
+    /// purpose) before it, v9 the datagrams.
     pub seq: u32,
     /// sys_uptime at `clock_zero_ms`.
     pub uptime_at_zero: u32,
@@ -159,6 +220,9 @@ pub struct Exporter {
     pub clock_zero_ms: u64,
     /// Datagrams built so far (sent or not).
     pub datagrams_built: u64,
+    /// Datagrams built so far that carried the template sets (v9/IPFIX).
+    pub template_datagrams: u64,
+    templated: Option<Templated>,
     rng: Rng,
 }
 
@@ -166,13 +230,19 @@ pub struct Exporter {
 #[derive(Debug, Clone, Copy)]
 pub struct Profile {
     pub seed: u64,
+    pub version: Version,
     pub records: usize,
-    /// Value of the sampling_interval field (mode bits included).
-    pub sampling_interval: u16,
+    /// Sampling interval, 1 in N (0 = unsampled): the v5 header field (mode 1), or v9/IPFIX
+    /// options data.
+    pub sampling: u16,
     pub seq_start: u32,
     /// Fixed starting uptime for every exporter; `None` picks one per exporter (1 h .. 40 d).
     pub uptime_start: Option<u32>,
     pub engine_type: u8,
+    /// v9/IPFIX: the template sets go out again every this many datagrams (0 = only once).
+    pub template_every: u64,
+    /// v9/IPFIX: data datagrams sent before the first template.
+    pub late_template: u64,
 }
 
 impl Exporter {
@@ -180,17 +250,43 @@ impl Exporter {
     pub fn new(profile: &Profile, index: usize, clock_zero_ms: u64) -> Self {
         let mut rng = Rng::new(profile.seed ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f));
         let picked = rng.range(3_600_000, 40 * 86_400_000) as u32;
-        Exporter {
+        let engine_id = (index % 256) as u8;
+        let mut e = Exporter {
             index,
             engine_type: profile.engine_type,
-            engine_id: (index % 256) as u8,
-            sampling_interval: profile.sampling_interval,
+            engine_id,
+            sampling_interval: v5::sampling_field(profile.sampling),
+            domain: (u32::from(profile.engine_type) << 8) | u32::from(engine_id),
             seq: profile.seq_start,
             uptime_at_zero: profile.uptime_start.unwrap_or(picked),
             clock_zero_ms,
             datagrams_built: 0,
+            template_datagrams: 0,
+            templated: None,
             rng,
-        }
+        };
+        e.templated = profile.version.templated().map(|format| Templated {
+            format,
+            sampling: profile.sampling,
+            every: profile.template_every,
+            late: profile.late_template,
+            epoch: 0,
+            sets: tpl::template_sets(format, e.domain, profile.sampling, e.init_ms(0)),
+        });
+        e
+    }
+
+    /// Uptime wraps (2³² ms) before wall clock `now_ms`.
+    fn epoch_at(&self, now_ms: u64) -> u64 {
+        (u64::from(self.uptime_at_zero) + now_ms.saturating_sub(self.clock_zero_ms)) >> 32
+    }
+
+    /// Unix ms at which the uptime counter read 0 after `epoch` wraps: the IPFIX
+    /// systemInitTimeMilliseconds that flowStart/EndSysUpTime stamps of that epoch count from.
+    /// Announcing the latest epoch's start keeps every stamp decodable: the collector takes
+    /// `init + stamp` less whole 2³² ms until it is not after the export time.
+    pub fn init_ms(&self, epoch: u64) -> u64 {
+        (self.clock_zero_ms + (epoch << 32)).saturating_sub(u64::from(self.uptime_at_zero))
     }
 
     /// The exporter's sys_uptime at wall clock `now_ms` (wrapping like a real 32-bit counter).
@@ -287,9 +383,13 @@ impl Exporter {
         }
     }
 
-    /// Builds this exporter's next datagram for wall clock `now_ms` into `out` and advances
-    /// the flow sequence as if it were sent. Returns (length, flows, packets, bytes).
+    /// Builds this exporter's next datagram for wall clock `now_ms` into `out` (at least
+    /// [`MAX_DATAGRAM`] bytes) and advances the sequence as if it were sent. Allocation-free
+    /// (but for the IPFIX options data re-encoded once when the exporter's uptime wraps).
     pub fn build(&mut self, out: &mut [u8], records: usize, now_ms: u64) -> Built {
+        if self.templated.is_some() {
+            return self.build_templated(out, records, now_ms);
+        }
         let records = records.clamp(1, v5::MAX_RECORDS);
         let uptime = self.uptime_at(now_ms);
         let header = v5::Header {
@@ -320,6 +420,77 @@ impl Exporter {
             bytes,
         }
     }
+
+    /// [`Exporter::build`] for v9 and IPFIX: the header, the template sets when they are due,
+    /// then one data set of `records` flows (fewer when the template sets leave no room for
+    /// them in [`MAX_DATAGRAM`]).
+    fn build_templated(&mut self, out: &mut [u8], records: usize, now_ms: u64) -> Built {
+        let i = self.datagrams_built;
+        let epoch = self.epoch_at(now_ms);
+        let init = self.init_ms(epoch);
+        let (domain, uptime) = (self.domain, self.uptime_at(now_ms));
+        let Some(t) = self.templated.as_mut() else {
+            unreachable!("build_templated without v9/IPFIX state");
+        };
+        let format = t.format;
+        let mut with_templates = i >= t.late
+            && if t.every == 0 {
+                i == t.late
+            } else {
+                (i - t.late).is_multiple_of(t.every)
+            };
+        if format == Format::Ipfix && epoch != t.epoch {
+            // The uptime wrapped: announce the new init time at once (allocates, once per
+            // 49.7 days of exporter uptime).
+            t.epoch = epoch;
+            t.sets = tpl::template_sets(format, domain, t.sampling, init);
+            with_templates |= i >= t.late;
+        }
+        let mut at = format.header_len();
+        let mut header_records = 0u16;
+        if with_templates {
+            out[at..at + t.sets.bytes.len()].copy_from_slice(&t.sets.bytes);
+            at += t.sets.bytes.len();
+            header_records = t.sets.records;
+            self.template_datagrams += 1;
+        }
+        let room = (MAX_DATAGRAM - at - tpl::SET_HEADER_LEN) / tpl::RECORD_LEN;
+        let records = records.clamp(1, tpl::MAX_RECORDS).min(room);
+        tpl::write_data_set_header(&mut out[at..], records);
+        at += tpl::SET_HEADER_LEN;
+        let mut packets = 0u64;
+        let mut bytes = 0u64;
+        for _ in 0..records {
+            let r = self.record(uptime);
+            packets += u64::from(r.packets);
+            bytes += u64::from(r.octets);
+            tpl::write_flow(&mut out[at..at + tpl::RECORD_LEN], &tpl::flow_of(&r));
+            at += tpl::RECORD_LEN;
+        }
+        let header = tpl::Header {
+            sys_uptime_ms: uptime,
+            export_secs: (now_ms / 1000) as u32,
+            sequence: self.seq,
+            domain,
+        };
+        // `at` ≤ 1472 and records ≤ 34: both casts are exact.
+        let size = match format {
+            Format::V9 => header_records + records as u16,
+            Format::Ipfix => at as u16,
+        };
+        tpl::write_header(out, format, &header, size);
+        self.seq = self.seq.wrapping_add(match format {
+            Format::V9 => 1,
+            Format::Ipfix => records as u32,
+        });
+        self.datagrams_built += 1;
+        Built {
+            len: at,
+            flows: records as u64,
+            packets,
+            bytes,
+        }
+    }
 }
 
 /// Size and totals of one built datagram.
@@ -338,11 +509,14 @@ mod tests {
     fn profile(seed: u64) -> Profile {
         Profile {
             seed,
+            version: Version::V5,
             records: 30,
-            sampling_interval: 0,
+            sampling: 0,
             seq_start: 0,
             uptime_start: None,
             engine_type: 0,
+            template_every: 20,
+            late_template: 0,
         }
     }
 
@@ -352,7 +526,7 @@ mod tests {
             .map(|i| Exporter::new(&p, i, 1_700_000_000_000))
             .collect();
         let mut all = Vec::new();
-        let mut buf = [0u8; v5::MAX_DATAGRAM];
+        let mut buf = [0u8; MAX_DATAGRAM];
         for k in 0..n {
             let e = &mut exps[k % 4];
             let b = e.build(&mut buf, 30, 1_700_000_000_000 + k as u64);
@@ -375,7 +549,7 @@ mod tests {
             ..profile(1)
         };
         let mut e = Exporter::new(&p, 3, 1_000_000);
-        let mut buf = [0u8; v5::MAX_DATAGRAM];
+        let mut buf = [0u8; MAX_DATAGRAM];
         let b = e.build(&mut buf, 30, 1_001_234);
         assert_eq!(b.len, v5::MAX_DATAGRAM);
         let be32 = |b: &[u8], o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -434,5 +608,108 @@ mod tests {
         assert!((14..=20).contains(&pct(udp)), "udp {udp}");
         assert!((2..=4).contains(&pct(icmp)), "icmp {icmp}");
         assert!(https > tcp / 3, "443 dominates TCP");
+    }
+
+    /// The same seed gives the same flows in every format; only the framing differs.
+    #[test]
+    fn formats_share_the_random_stream() {
+        let mut sums = Vec::new();
+        for version in [Version::V5, Version::V9, Version::Ipfix] {
+            let p = Profile {
+                version,
+                ..profile(11)
+            };
+            let mut e = Exporter::new(&p, 2, 1_700_000_000_000);
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let mut t = Built::default();
+            for k in 0..50 {
+                let b = e.build(&mut buf, 30, 1_700_000_000_000 + k);
+                assert!(b.len <= MAX_DATAGRAM);
+                t.flows += b.flows;
+                t.packets += b.packets;
+                t.bytes += b.bytes;
+            }
+            sums.push(t);
+        }
+        assert_eq!(sums[0], sums[1]);
+        assert_eq!(sums[0], sums[2]);
+    }
+
+    /// When an IPFIX exporter's uptime wraps, the next datagram announces the new init time,
+    /// so stamps from both sides of the wrap decode to times within the last minute.
+    #[test]
+    fn ipfix_uptime_wrap_resends_the_init_time() {
+        use nfpg_wire::columns::{Columns, DatagramMeta};
+        use nfpg_wire::netflow as nf;
+        let p = Profile {
+            version: Version::Ipfix,
+            uptime_start: Some(u32::MAX - 500),
+            template_every: 0,
+            ..profile(4)
+        };
+        let zero = 1_700_000_000_000u64;
+        let mut e = Exporter::new(&p, 0, zero);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut plan = None;
+        let mut options = None;
+        let mut init = None;
+        for (k, dt) in [0u64, 100, 1_234, 2_000].into_iter().enumerate() {
+            let now = zero + dt;
+            let b = e.build(&mut buf, 30, now);
+            let d = &buf[..b.len];
+            let (h, body) = nf::parse_header(d).expect("header");
+            let mut cols = Columns::with_capacity(64);
+            let mut templates = false;
+            for set in nf::sets(h.version, body) {
+                match set.expect("set").1 {
+                    nf::Set::OptionsTemplates(b) => {
+                        templates = true;
+                        let nf::TemplateRecord::Define(t) =
+                            nf::parse_options_templates(h.version, b)
+                                .expect("o")
+                                .remove(0)
+                        else {
+                            panic!("withdrawal")
+                        };
+                        options = Some(t);
+                    }
+                    nf::Set::Templates(b) => {
+                        let nf::TemplateRecord::Define(t) =
+                            nf::parse_templates(h.version, b).expect("t").remove(0)
+                        else {
+                            panic!("withdrawal")
+                        };
+                        plan = Some(nf::Plan::new(&t, h.version).expect("plan"));
+                    }
+                    nf::Set::Data {
+                        template_id: 257,
+                        body,
+                    } => {
+                        let t = options.as_ref().expect("options template");
+                        init = nf::decode_options(t, h.version, body).expect("o")[0].system_init_ms;
+                    }
+                    nf::Set::Data { body, .. } => {
+                        let meta = DatagramMeta {
+                            exporter: 1,
+                            received_us: 0,
+                        };
+                        let mut ctx = nf::DataContext::new(&h, &meta, &nf::no_sampling);
+                        ctx.system_init_ms = init;
+                        nf::decode_data(plan.as_ref().expect("plan"), &ctx, body, &mut cols)
+                            .expect("data");
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            // Templates in the first datagram and the first after the wrap (at +501 ms).
+            assert_eq!(templates, k == 0 || k == 2, "datagram {k}");
+            let now = now as i64;
+            for (s, t) in cols.flow_start_ms.iter().zip(&cols.flow_end_ms) {
+                assert!(
+                    now - 60_000 <= *s && s <= t && *t <= now,
+                    "{k}: {s} {t} {now}"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! The binary end to end against a UDP socket the test reads: `--drop-every` accounting,
-//! replay of the softflowd fixture, and the refusals (non-loopback target, unbounded run).
+//! replay of the softflowd fixture, v9 and IPFIX runs decoded by nfpg-wire's decoder
+//! (templates, late templates, sequences, sampling options), and the refusals (non-loopback
+//! target, unbounded run, v5 limits).
 
 mod common;
 
@@ -9,6 +11,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{loadgen, num};
+use nfpg_wire::columns::{Columns, DatagramMeta, SamplingSource};
+use nfpg_wire::netflow as nf;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A receiving socket on 127.0.0.1 (or ::1) with a large buffer, so nothing is lost at
@@ -221,4 +225,294 @@ fn refuses_non_loopback_and_unbounded_runs() {
         &["--count", "1", "--exporter-list", "10.0.0.1"],
         "127.0.0.0/8",
     );
+    fails_with(&["--count", "1", "--records", "31"], "at most 30");
+    fails_with(
+        &["--count", "1", "--late-template", "2"],
+        "--version 9 or 10",
+    );
+    fails_with(&["--count", "1", "--version", "7"], "not 5, 9 or 10");
+}
+
+/// What nfpg-wire's v9/IPFIX decoder makes of one exporter's datagrams, in arrival order.
+#[derive(Default)]
+struct Decoded {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+    /// Per datagram: header sequence, whether it carried the flow template, flow records,
+    /// length.
+    datagrams: Vec<(u32, bool, u16, usize)>,
+    /// Data sets held because their template had not come yet.
+    held: usize,
+    sampling: Vec<u32>,
+    sampling_source: Vec<u8>,
+    start_ms: Vec<i64>,
+    end_ms: Vec<i64>,
+}
+
+/// Decodes `dgs` as a collector would: templates and options learned as they come, data sets
+/// before their template held and decoded once it arrives.
+fn decode_exporter(dgs: &[Vec<u8>], version: nf::Version) -> Decoded {
+    use std::collections::HashMap;
+    let mut plans: HashMap<u16, nf::Plan> = HashMap::new();
+    let mut options: HashMap<u16, nf::Template> = HashMap::new();
+    let mut init_ms: Option<i64> = None;
+    let mut interval: Option<u32> = None;
+    let mut held: Vec<(nf::Header, u16, Vec<u8>)> = Vec::new();
+    let mut cols = Columns::with_capacity(1 << 16);
+    let mut out = Decoded::default();
+
+    fn data(
+        plan: &nf::Plan,
+        h: &nf::Header,
+        body: &[u8],
+        init_ms: Option<i64>,
+        interval: Option<u32>,
+        cols: &mut Columns,
+    ) -> u16 {
+        let meta = DatagramMeta {
+            exporter: 1,
+            received_us: 0,
+        };
+        let lookup = move |_: Option<u64>| interval.map(|i| (i, SamplingSource::OptionsExporter));
+        let mut ctx = nf::DataContext::new(h, &meta, &lookup);
+        ctx.system_init_ms = init_ms;
+        let o = nf::decode_data(plan, &ctx, body, cols).expect("data set decodes");
+        assert_eq!(o.padding, 0);
+        assert!(!o.time_fallback, "flow times from uptime stamps");
+        o.records
+    }
+
+    for d in dgs {
+        let (h, body) = nf::parse_header(d).expect("header");
+        assert_eq!(h.version, version);
+        let mut with_template = false;
+        let mut records = 0u16;
+        for set in nf::sets(version, body) {
+            let (_, set) = set.expect("set");
+            match set {
+                nf::Set::Templates(b) => {
+                    for t in nf::parse_templates(version, b).expect("templates") {
+                        let nf::TemplateRecord::Define(t) = t else {
+                            panic!("withdrawal")
+                        };
+                        with_template = true;
+                        let plan = nf::Plan::new(&t, version).expect("plan");
+                        let (ready, wait): (Vec<_>, Vec<_>) =
+                            held.drain(..).partition(|(_, id, _)| *id == t.id);
+                        held = wait;
+                        for (hh, _, b) in ready {
+                            data(&plan, &hh, &b, init_ms, interval, &mut cols);
+                        }
+                        plans.insert(t.id, plan);
+                    }
+                }
+                nf::Set::OptionsTemplates(b) => {
+                    for t in nf::parse_options_templates(version, b).expect("options") {
+                        let nf::TemplateRecord::Define(t) = t else {
+                            panic!("withdrawal")
+                        };
+                        options.insert(t.id, t);
+                    }
+                }
+                nf::Set::Data { template_id, body } => {
+                    if let Some(t) = options.get(&template_id) {
+                        for r in nf::decode_options(t, version, body).expect("options data") {
+                            init_ms = r.system_init_ms.or(init_ms);
+                            interval = r.interval().or(interval);
+                        }
+                    } else if let Some(plan) = plans.get(&template_id) {
+                        records += data(plan, &h, body, init_ms, interval, &mut cols);
+                    } else {
+                        out.held += 1;
+                        records += (body.len() / 42) as u16;
+                        held.push((h, template_id, body.to_vec()));
+                    }
+                }
+                nf::Set::Reserved { id, .. } => panic!("reserved set {id}"),
+            }
+        }
+        out.datagrams
+            .push((h.sequence, with_template, records, d.len()));
+    }
+    assert!(held.is_empty(), "data sets never decoded");
+    out.flows = cols.len() as u64;
+    out.packets = cols.packets.iter().sum();
+    out.bytes = cols.bytes.iter().sum();
+    out.sampling = cols.sampling_interval.clone();
+    out.sampling_source = cols.sampling_source.clone();
+    out.start_ms = cols.flow_start_ms.clone();
+    out.end_ms = cols.flow_end_ms.clone();
+    out
+}
+
+/// Runs the generator in `version` into a sink and decodes every exporter's datagrams.
+fn templated_run(version: &str, extra: &[&str]) -> (serde_json::Value, HashMap<String, Decoded>) {
+    let (sock, addr) = sink(false);
+    let target = addr.to_string();
+    let reader = std::thread::spawn(move || drain(&sock, 10_000));
+    let mut args = vec![
+        "--version",
+        version,
+        "--target",
+        &target,
+        "--exporters",
+        "2",
+        "--rate",
+        "5000",
+        "--seed",
+        "5",
+    ];
+    args.extend_from_slice(extra);
+    let report = loadgen(&args);
+    let got = reader.join().expect("reader thread");
+    assert_eq!(num(&report, &["version"]), version.parse::<u64>().unwrap());
+    assert_eq!(got.len() as u64, num(&report, &["sent", "datagrams"]));
+    let v = if version == "9" {
+        nf::Version::V9
+    } else {
+        nf::Version::Ipfix
+    };
+    let mut by_src: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (from, d) in got {
+        by_src.entry(from.ip().to_string()).or_default().push(d);
+    }
+    let decoded = by_src
+        .into_iter()
+        .map(|(a, dgs)| (a, decode_exporter(&dgs, v)))
+        .collect();
+    (report, decoded)
+}
+
+#[test]
+fn v9_and_ipfix_decode_to_the_reported_totals() {
+    for version in ["9", "10"] {
+        // 2 exporters × 45 datagrams of 34 records: templates (and sampling options) in
+        // datagrams 0, 20 and 40 of each, which then hold fewer records.
+        let (report, dec) = templated_run(
+            version,
+            &["--count", "90", "--records", "34", "--sampling", "100"],
+        );
+        let (t0, t1) = (
+            num(&report, &["started_at_unix_ms"]) as i64,
+            num(&report, &["ended_at_unix_ms"]) as i64,
+        );
+        let mut total = (0, 0, 0);
+        for e in report["exporters"].as_array().expect("exporters") {
+            let a = e["address"].as_str().expect("address");
+            let d = &dec[a];
+            assert_eq!(
+                (d.flows, d.packets, d.bytes),
+                (num(e, &["flows"]), num(e, &["packets"]), num(e, &["bytes"])),
+                "v{version} {a}"
+            );
+            total = (total.0 + d.flows, total.1 + d.packets, total.2 + d.bytes);
+            assert_eq!(d.held, 0);
+            assert_eq!(num(e, &["template_datagrams"]), 3);
+            let mut flows_before = 0u32;
+            for (k, &(seq, with_template, records, len)) in d.datagrams.iter().enumerate() {
+                assert!(len <= 1472, "v{version} {a} datagram {k}: {len} bytes");
+                assert_eq!(with_template, k % 20 == 0, "v{version} {a} datagram {k}");
+                let max = match (version, with_template) {
+                    (_, false) => 34,
+                    ("9", true) => 32,
+                    _ => 31,
+                };
+                assert_eq!(records, max, "v{version} {a} datagram {k}");
+                // v9 counts datagrams, IPFIX the flow records before the message.
+                let want = if version == "9" {
+                    k as u32
+                } else {
+                    flows_before
+                };
+                assert_eq!(seq, want, "v{version} {a} datagram {k} sequence");
+                flows_before += u32::from(records);
+            }
+            assert_eq!(
+                num(e, &["next_seq"]),
+                u64::from(d.datagrams[44].0) + {
+                    if version == "9" {
+                        1
+                    } else {
+                        34
+                    }
+                }
+            );
+            assert!(
+                d.sampling.iter().all(|&s| s == 100),
+                "sampling from options"
+            );
+            assert!(d.sampling_source.iter().all(|&s| s == 4));
+            for (s, e) in d.start_ms.iter().zip(&d.end_ms) {
+                assert!(t0 - 62_000 <= *s && s <= e && *e <= t1 + 1000, "{s} {e}");
+            }
+        }
+        assert_eq!(
+            total,
+            (
+                num(&report, &["sent", "flows"]),
+                num(&report, &["sent", "packets"]),
+                num(&report, &["sent", "bytes"])
+            )
+        );
+    }
+}
+
+#[test]
+fn late_template_sends_data_first() {
+    for version in ["9", "10"] {
+        let (report, dec) = templated_run(
+            version,
+            &[
+                "--count",
+                "20",
+                "--late-template",
+                "3",
+                "--template-every",
+                "5",
+            ],
+        );
+        assert_eq!(num(&report, &["late_template"]), 3);
+        for e in report["exporters"].as_array().expect("exporters") {
+            let a = e["address"].as_str().expect("address");
+            let d = &dec[a];
+            let carried: Vec<bool> = d.datagrams.iter().map(|x| x.1).collect();
+            // Datagrams 3 and 8: the first template after 3 data datagrams, then every 5.
+            let want: Vec<bool> = (0..10).map(|k| k == 3 || k == 8).collect();
+            assert_eq!(carried, want, "v{version} {a}");
+            assert_eq!(
+                d.held, 3,
+                "v{version} {a}: three data sets before the template"
+            );
+            assert_eq!(
+                (d.flows, d.packets, d.bytes),
+                (num(e, &["flows"]), num(e, &["packets"]), num(e, &["bytes"])),
+                "v{version} {a}"
+            );
+        }
+    }
+}
+
+#[test]
+fn v5_and_templated_runs_carry_the_same_flows() {
+    let mut totals = Vec::new();
+    for version in ["5", "9", "10"] {
+        let (sock, addr) = sink(false);
+        let target = addr.to_string();
+        let reader = std::thread::spawn(move || drain(&sock, 1000));
+        let report = loadgen(&[
+            "--version",
+            version,
+            "--target",
+            &target,
+            "--count",
+            "40",
+            "--seed",
+            "3",
+        ]);
+        reader.join().expect("reader thread");
+        totals.push(report["sent"].clone());
+    }
+    assert_eq!(totals[0], totals[1]);
+    assert_eq!(totals[0], totals[2]);
 }
