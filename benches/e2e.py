@@ -1429,7 +1429,10 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
       "seconds and competes with nfpg's writers for the cores: this figure is a lower bound. "
       "Sustained (latency) = flows stored / (send time + the largest receive → commit latency nfpg "
       "measured): every flow was committed within that time, so it is a tighter lower bound.")
-    a("The ramp stops at the first step with loss.")
+    a("The ramp stops at the first step with loss. "
+      "With the spool (nfpg since issue 8), a step can be lossless while the writers fall behind: "
+      "shards write sealed batches to disk and the replayer stores them later; the queue-wait "
+      "and end-to-end latency columns show when that happened.")
     a("")
     a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained flows/s (verify) | sustained flows/s (latency) | e2e latency p50 / p99 / max | other load (cores) | note |")
     a("|---|---|---|---|---|---|---|---|---|---|---|---|")

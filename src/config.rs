@@ -178,7 +178,8 @@ pub enum Balance {
     /// The kernel's SO_REUSEPORT hash of the 4-tuple: one exporter, one shard.
     Hash,
     /// A classic BPF program picks a random shard per datagram: one busy exporter is spread
-    /// over all shards.
+    /// over all shards (v9/IPFIX: templates are shared, but a redefinition can race the data
+    /// right behind it on another shard).
     Spread,
 }
 

@@ -72,7 +72,10 @@ const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x35;
 
 /// `--balance spread`: makes the kernel pick a random socket of `socket`'s reuseport group for
 /// every datagram instead of hashing the 4-tuple, so one busy exporter is spread over all
-/// `shards` shards (safe for v5: no templates tie an exporter to one decoder).
+/// `shards` shards. Safe for v5 (no templates). For v9/IPFIX the templates are shared by all
+/// shards, so data decodes on any shard; but a template *redefinition* and the data right
+/// behind it may land on two shards, and the data can be decoded with the old definition if
+/// its shard reads it first. `hash` (one exporter, one shard, in order) is the default.
 ///
 /// The classic BPF program is `A = random u32; A %= shards; return A`; its result is an index
 /// into the group's socket array, which is in bind order. **Attach it after all `shards`
