@@ -126,7 +126,8 @@ fn metrics_endpoint_counts_exactly() {
     }));
     // Exporter rows are counted after their COPY commits; wait for that view too.
     assert!(wait_until(Duration::from_secs(5), || {
-        scrape(&addr).get("nfpg_exporter_flows_total{exporter=\"127.0.0.9\",engine=\"0/0\"}")
+        scrape(&addr)
+            .get("nfpg_exporter_flows_total{exporter=\"127.0.0.9\",engine=\"0/0\",domain=\"0\"}")
             == Some(&(flows as f64))
     }));
     let m = scrape(&addr);
@@ -137,7 +138,7 @@ fn metrics_endpoint_counts_exactly() {
     assert_eq!(m["nfpg_kernel_drops_total:sum"] as u64, 0);
     assert_eq!(m["nfpg_rows_dropped_total:sum"] as u64, 0);
     assert_eq!(
-        m["nfpg_exporter_lost_flows_total{exporter=\"127.0.0.9\",engine=\"0/0\"}"],
+        m["nfpg_exporter_lost_flows_total{exporter=\"127.0.0.9\",engine=\"0/0\",domain=\"0\"}"],
         0.0
     );
     assert!(m.contains_key("nfpg_queue_depth"));

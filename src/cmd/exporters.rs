@@ -13,9 +13,9 @@ pub fn run(args: &DbArgs) -> Result<()> {
     let mut client = db::connect(&database.conninfo)?;
     let rows = exporters::list(&mut client, &schema)?;
     println!(
-        "{:<39} {:>7} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9}",
+        "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9}",
         "exporter",
-        "engine",
+        "engine/domain",
         "ver",
         "samp",
         "datagrams",
@@ -29,9 +29,13 @@ pub fn run(args: &DbArgs) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:<39} {:>7} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9}",
+            "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9}",
             r.exporter,
-            format!("{}/{}", r.engine_type, r.engine_id),
+            if r.source_id == 0 {
+                format!("{}/{}", r.engine_type, r.engine_id)
+            } else {
+                format!("dom {}", r.source_id)
+            },
             r.version,
             r.sampling_interval,
             r.datagrams,

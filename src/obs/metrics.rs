@@ -273,10 +273,11 @@ pub fn render(src: &Sources) -> String {
         for (k, s) in table.iter() {
             let _ = writeln!(
                 o,
-                "{name}{{exporter=\"{}\",engine=\"{}/{}\"}} {}",
+                "{name}{{exporter=\"{}\",engine=\"{}/{}\",domain=\"{}\"}} {}",
                 u128_to_addr(k.exporter),
                 k.engine_type,
                 k.engine_id,
+                k.source_id,
                 get(s)
             );
         }

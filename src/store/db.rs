@@ -133,30 +133,100 @@ pub fn connect(conninfo: &str) -> Result<Client> {
 
 /// The connection string without its password, for messages.
 pub fn redact(conninfo: &str) -> String {
-    if let Some(at) = conninfo.find('@') {
-        if let Some(scheme) = conninfo.find("://") {
-            let creds = &conninfo[scheme + 3..at];
-            if let Some(colon) = creds.find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &conninfo[..scheme + 3],
-                    &creds[..colon],
-                    &conninfo[at..]
-                );
+    let t = conninfo.trim_start();
+    if let Some(scheme_end) = t.find("://").filter(|&i| t[..i].starts_with("postgres")) {
+        return redact_url(t, scheme_end + 3);
+    }
+    redact_key_values(conninfo)
+}
+
+/// `postgres://user:password@host/db?…&password=…`: the password in the user info (which may
+/// itself hold `@`, `:` or `%XX`) and any `password` query parameter.
+fn redact_url(url: &str, authority: usize) -> String {
+    let rest = &url[authority..];
+    let query = rest.find('?').unwrap_or(rest.len());
+    let mut out = url[..authority].to_string();
+    match rest[..query].rfind('@') {
+        Some(at) => {
+            let creds = &rest[..at];
+            match creds.find(':') {
+                Some(colon) => {
+                    out.push_str(&creds[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(creds),
+            }
+            out.push_str(&rest[at..query]);
+        }
+        None => out.push_str(&rest[..query]),
+    }
+    if query < rest.len() {
+        out.push('?');
+        let params: Vec<String> = rest[query + 1..]
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// `host=h password='it''s a secret' user=u`: libpq's key/value form, values bare or in single
+/// quotes with backslash escapes, spaces allowed around `=`.
+fn redact_key_values(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        // Copy whitespace.
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            out.push(b[i] as char);
+            i += 1;
+        }
+        // The key.
+        let k0 = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = &s[k0..i];
+        out.push_str(key);
+        // Spaces and the `=`.
+        let mut j = i;
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if j >= b.len() || b[j] != b'=' {
+            continue;
+        }
+        out.push_str(&s[i..=j]);
+        i = j + 1;
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            out.push(b[i] as char);
+            i += 1;
+        }
+        // The value: quoted (with \' and \\ escapes) or bare.
+        let v0 = i;
+        if i < b.len() && b[i] == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != b'\'' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(b.len());
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                i += 1;
             }
         }
+        if key.eq_ignore_ascii_case("password") {
+            out.push_str("***");
+        } else {
+            out.push_str(&s[v0..i]);
+        }
     }
-    conninfo
-        .split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    out
 }
 
 /// Creates the schema and applies the migrations not yet recorded. Returns the names applied.
@@ -329,10 +399,52 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(
-            redact("host=h password=secret user=u"),
-            "host=h password=*** user=u"
-        );
+        // Every form a connection string takes; the secret never survives.
+        let cases = [
+            ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
+            (
+                "postgresql://u:s3cr@t@h:5433/db",
+                "postgresql://u:***@h:5433/db",
+            ),
+            ("postgres://u:p%40ss%3Aw@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:a:b@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=secret",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://h/db?sslmode=disable&password=secret&application_name=x",
+                "postgres://h/db?sslmode=disable&password=***&application_name=x",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+            (
+                "host=h password=secret user=u",
+                "host=h password=*** user=u",
+            ),
+            (
+                "host=h password='a secret' user=u",
+                "host=h password=*** user=u",
+            ),
+            (
+                "host=h password='it\\'s a secret' user=u",
+                "host=h password=*** user=u",
+            ),
+            (
+                "host=h password = 'spaced out' user=u",
+                "host=h password = *** user=u",
+            ),
+            ("host=h PASSWORD=secret", "host=h PASSWORD=***"),
+            ("password=secret", "password=***"),
+            ("host='/run/x y' dbname=d", "host='/run/x y' dbname=d"),
+        ];
+        for (input, want) in cases {
+            let got = redact(input);
+            assert_eq!(got, want, "{input}");
+            for secret in ["secret", "s3cr", "p%40ss", "a:b", "spaced", "it\\'s"] {
+                if !want.contains(secret) {
+                    assert!(!got.contains(secret), "{input} -> {got}");
+                }
+            }
+        }
     }
 }

@@ -106,6 +106,8 @@ pub struct ExporterRow {
     pub datagrams_per_s: f64,
     pub last_seen_utc: String,
     pub silent_s: i64,
+    /// v9 source id / IPFIX observation domain (0 for v5).
+    pub source_id: i64,
 }
 
 /// Every exporter, busiest first.
@@ -118,7 +120,7 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
                     restarts, datagrams_per_s,
                     to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                     to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                    extract(epoch FROM now() - last_seen)::int8
+                    extract(epoch FROM now() - last_seen)::int8, source_id
              FROM {schema}.exporters ORDER BY flows DESC",
         ),
         &[],
@@ -139,6 +141,7 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
             datagrams_per_s: r.get::<_, Option<f64>>(10).unwrap_or(0.0),
             last_seen_utc: r.get(12),
             silent_s: r.get(13),
+            source_id: r.get(14),
         })
         .collect())
 }
