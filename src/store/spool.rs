@@ -302,6 +302,24 @@ impl Spool {
         self.max_bytes
     }
 
+    fn header(
+        &self,
+        marker: Marker,
+        shape: Shape,
+        rows: u64,
+        error: Option<String>,
+    ) -> SegmentHeader {
+        SegmentHeader {
+            nfpg_spool: 1,
+            identity: self.identity.clone(),
+            marker,
+            shape,
+            rows,
+            created_us: unix_us(),
+            error,
+        }
+    }
+
     /// Every `.seg` file in the spool (not dead letters), oldest first.
     pub fn list(&self) -> Result<Vec<PathBuf>> {
         list_segments(&self.dir)
@@ -316,15 +334,7 @@ impl Spool {
         tuples: &[u8],
         rows: u64,
     ) -> Result<u64, SpoolError> {
-        let header = SegmentHeader {
-            nfpg_spool: 1,
-            identity: self.identity.clone(),
-            marker,
-            shape,
-            rows,
-            created_us: unix_us(),
-            error: None,
-        };
+        let header = self.header(marker, shape, rows, None);
         let len = segment_len(&header, tuples);
         let used = self.gauges.bytes.fetch_add(len, Relaxed);
         if used + len > self.max_bytes {
@@ -380,15 +390,7 @@ impl Spool {
         rows: u64,
         error: &str,
     ) -> Result<PathBuf> {
-        let header = SegmentHeader {
-            nfpg_spool: 1,
-            identity: self.identity.clone(),
-            marker,
-            shape,
-            rows,
-            created_us: unix_us(),
-            error: Some(error.to_string()),
-        };
+        let header = self.header(marker, shape, rows, Some(error.to_string()));
         let name = format!(
             "{:016x}-{}-row{first_row}.seg",
             marker.writer as u64, marker.seq

@@ -232,14 +232,14 @@ impl PgSink {
     }
 }
 
-impl Sink for PgSink {
-    fn write_copy(
+impl PgSink {
+    /// One COPY of `data` in `shape`, committed with the marker rows `markers`
+    /// (`[writer, seq, part, rows]`): the body of [`Sink::write_copy`] and [`Sink::write_group`].
+    fn commit_marked(
         &mut self,
         data: &[u8],
         shape: Shape,
-        rows: usize,
-        marker: Marker,
-        part: i64,
+        markers: &[[i64; 4]],
     ) -> Result<Committed, WriteError> {
         self.client()?;
         let copy_sql = match shape {
@@ -249,19 +249,12 @@ impl Sink for PgSink {
         let Some(client) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
-        let m = [marker.writer, marker.seq, part, rows as i64];
-        match Self::copy_once(client, &self.marker_sql, copy_sql, &[m], data) {
+        match Self::copy_once(client, &self.marker_sql, copy_sql, markers, data) {
             Ok(()) => Ok(Committed::Now),
             Err(CopyFail::Pg(e))
                 if e.as_db_error()
                     .is_some_and(|d| d.constraint() == Some(MARKER_CONSTRAINT)) =>
             {
-                tracing::info!(
-                    writer = marker.writer,
-                    seq = marker.seq,
-                    part,
-                    "COPY already committed by an earlier attempt whose reply was lost; not written twice"
-                );
                 Ok(Committed::Already)
             }
             Err(CopyFail::Pg(e)) => Err(self.fail(&e)),
@@ -271,6 +264,29 @@ impl Sink for PgSink {
             }
         }
     }
+}
+
+impl Sink for PgSink {
+    fn write_copy(
+        &mut self,
+        data: &[u8],
+        shape: Shape,
+        rows: usize,
+        marker: Marker,
+        part: i64,
+    ) -> Result<Committed, WriteError> {
+        let m = [marker.writer, marker.seq, part, rows as i64];
+        let r = self.commit_marked(data, shape, &[m]);
+        if r == Ok(Committed::Already) {
+            tracing::info!(
+                writer = marker.writer,
+                seq = marker.seq,
+                part,
+                "COPY already committed by an earlier attempt whose reply was lost; not written twice"
+            );
+        }
+        r
+    }
 
     fn write_group(
         &mut self,
@@ -278,32 +294,11 @@ impl Sink for PgSink {
         shape: Shape,
         markers: &[(Marker, usize)],
     ) -> Result<Committed, WriteError> {
-        self.client()?;
-        let copy_sql = match shape {
-            Shape::Basic => &self.copy_basic,
-            Shape::Full => &self.copy_full,
-        };
-        let Some(client) = self.client.as_mut() else {
-            return Err(WriteError::Unavailable("not connected".into()));
-        };
         let ms: Vec<[i64; 4]> = markers
             .iter()
             .map(|(m, rows)| [m.writer, m.seq, 0, *rows as i64])
             .collect();
-        match Self::copy_once(client, &self.marker_sql, copy_sql, &ms, data) {
-            Ok(()) => Ok(Committed::Now),
-            Err(CopyFail::Pg(e))
-                if e.as_db_error()
-                    .is_some_and(|d| d.constraint() == Some(MARKER_CONSTRAINT)) =>
-            {
-                Ok(Committed::Already)
-            }
-            Err(CopyFail::Pg(e)) => Err(self.fail(&e)),
-            Err(CopyFail::Io(e)) => {
-                self.client = None;
-                Err(WriteError::Unavailable(e.to_string()))
-            }
-        }
+        self.commit_marked(data, shape, &ms)
     }
 
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError> {
