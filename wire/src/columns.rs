@@ -221,27 +221,40 @@ impl Columns {
         }
     }
 
-    /// Appends `n` rows of the fields v5 does not carry (absent, zero), keeping every column
-    /// the same length. Decoders of formats without these fields call it once per datagram.
+    /// Rows the v9/IPFIX-only columns (`direction` … `post_nat_dst_port`) hold: they are filled
+    /// lazily, so a batch of v5 rows never writes them. Rows at or past this index have none of
+    /// those fields (their `present` bits are clear), and nothing reads them there.
     #[inline]
-    pub fn extend_absent(&mut self, n: usize) {
-        use std::iter::repeat_n;
-        self.direction.extend(repeat_n(0, n));
-        self.end_reason.extend(repeat_n(0, n));
-        self.vlan.extend(repeat_n(0, n));
-        self.mpls_label.extend(repeat_n(0, n));
-        self.icmp_type.extend(repeat_n(0, n));
-        self.post_nat_src.extend(repeat_n(0, n));
-        self.post_nat_dst.extend(repeat_n(0, n));
-        self.post_nat_src_port.extend(repeat_n(0, n));
-        self.post_nat_dst_port.extend(repeat_n(0, n));
+    pub fn extras_len(&self) -> usize {
+        self.direction.len()
     }
 
-    /// Whether every column holds the same number of rows (a decoder's invariant; tests
-    /// and debug builds check it).
+    /// Pads the v9/IPFIX-only columns with zeros up to [`Columns::len`]: a decoder that fills
+    /// them calls this before appending its rows.
+    #[inline]
+    pub fn pad_extras(&mut self) {
+        let n = self.len();
+        if self.direction.len() == n {
+            return;
+        }
+        self.direction.resize(n, 0);
+        self.end_reason.resize(n, 0);
+        self.vlan.resize(n, 0);
+        self.mpls_label.resize(n, 0);
+        self.icmp_type.resize(n, 0);
+        self.post_nat_src.resize(n, 0);
+        self.post_nat_dst.resize(n, 0);
+        self.post_nat_src_port.resize(n, 0);
+        self.post_nat_dst_port.resize(n, 0);
+    }
+
+    /// Whether the columns are consistent (a decoder's invariant; tests and debug builds check
+    /// it): every column holds [`Columns::len`] rows, except the v9/IPFIX-only ones, which hold
+    /// [`Columns::extras_len`] rows each, no more than that.
     pub fn is_aligned(&self) -> bool {
         let n = self.len();
-        [
+        let e = self.extras_len();
+        let full = [
             self.flow_end_ms.len(),
             self.src_addr.len(),
             self.dst_addr.len(),
@@ -260,7 +273,10 @@ impl Columns {
             self.src_mask.len(),
             self.dst_mask.len(),
             self.present.len(),
-            self.direction.len(),
+            self.sampling_interval.len(),
+            self.sampling_source.len(),
+        ];
+        let extras = [
             self.end_reason.len(),
             self.vlan.len(),
             self.mpls_label.len(),
@@ -269,11 +285,8 @@ impl Columns {
             self.post_nat_dst.len(),
             self.post_nat_src_port.len(),
             self.post_nat_dst_port.len(),
-            self.sampling_interval.len(),
-            self.sampling_source.len(),
-        ]
-        .iter()
-        .all(|&l| l == n)
+        ];
+        e <= n && full.iter().all(|&l| l == n) && extras.iter().all(|&l| l == e)
     }
 
     /// Flows held.

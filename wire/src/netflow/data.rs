@@ -591,6 +591,8 @@ impl<'c, 'a> Finisher<'c, 'a> {
 /// Appends `rows` to every column.
 #[inline(always)]
 fn push_rows(c: &mut Columns, rows: &[Row], present: u32) {
+    // The v9/IPFIX-only columns are filled lazily (v5 rows leave them short): catch up first.
+    c.pad_extras();
     c.flow_start_ms.extend(rows.iter().map(|r| r.start_ms));
     c.flow_end_ms.extend(rows.iter().map(|r| r.end_ms));
     c.src_addr.extend(rows.iter().map(|r| r.src));

@@ -175,7 +175,6 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u
     batch
         .sampling_source
         .extend(std::iter::repeat_n(source as u8, n));
-    batch.extend_absent(n);
     debug_assert!(batch.is_aligned());
     Ok(count)
 }
