@@ -96,25 +96,15 @@ fn counter_families(o: &mut String, fields: &[(&str, &str)], label: &str, values
     }
 }
 
-fn values_of<T>(
-    totals: impl Iterator<Item = T>,
-    each: impl Fn(&T, &mut Vec<u64>),
-) -> Vec<Vec<u64>> {
-    totals
-        .map(|t| {
-            let mut v = Vec::new();
-            each(&t, &mut v);
-            v
-        })
-        .collect()
-}
-
 /// The text exposition of every metric.
 pub fn render(src: &Sources) -> String {
     let mut o = String::with_capacity(4096);
-    let shard_values = values_of(src.counters.shards.iter().map(|c| c.read()), |t, v| {
-        t.each(|_, x| v.push(x))
-    });
+    let shard_values: Vec<Vec<u64>> = src
+        .counters
+        .shards
+        .iter()
+        .map(|c| c.read().values())
+        .collect();
     counter_families(&mut o, ShardTotals::FIELDS, "shard", &shard_values);
     family(
         &mut o,
@@ -132,17 +122,16 @@ pub fn render(src: &Sources) -> String {
             );
         }
     }
-    let writer_values = values_of(src.counters.writers.iter().map(|c| c.read()), |t, v| {
-        t.each(|_, x| v.push(x))
-    });
+    let writer_values: Vec<Vec<u64>> = src
+        .counters
+        .writers
+        .iter()
+        .map(|c| c.read().values())
+        .collect();
     counter_families(&mut o, WriterTotals::FIELDS, "writer", &writer_values);
-    let spool_values = values_of(std::iter::once(src.counters.spool.read()), |t, v| {
-        t.each(|_, x| v.push(x))
-    });
+    let spool_values = [src.counters.spool.read().values()];
     counter_families(&mut o, SpoolTotals::FIELDS, "", &spool_values);
-    let decode_values = values_of(std::iter::once(src.counters.decode.read()), |t, v| {
-        t.each(|_, x| v.push(x))
-    });
+    let decode_values = [src.counters.decode.read().values()];
     counter_families(&mut o, DecodeTotals::FIELDS, "", &decode_values);
     let g = &src.counters.spool_gauges;
     for (name, help, v) in [

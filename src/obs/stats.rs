@@ -64,6 +64,11 @@ macro_rules! counters {
                 $( self.$name += o.$name; )*
             }
 
+            /// Every value, in declaration order (the order of `FIELDS`).
+            pub fn values(&self) -> Vec<u64> {
+                vec![ $( self.$name, )* ]
+            }
+
             /// Calls `f(name, value)` for every counter, in declaration order.
             pub fn each(&self, mut f: impl FnMut(&'static str, u64)) {
                 $( f(stringify!($name), self.$name); )*

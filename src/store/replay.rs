@@ -25,7 +25,7 @@ use super::copy::{HEADER, TRAILER};
 use super::db::{prepare_schema, Schema};
 use super::health::Health;
 use super::spool::{read_header, Segment, Spool};
-use super::writer::{Committed, PgSink, Sink, WriteError, GROUPS_UNSUPPORTED};
+use super::writer::{Committed, PgSink, Sink, WriteError};
 use crate::obs::stats::SpoolCounters;
 
 /// Most rows replayed in one COPY: consecutive segments are joined up to this.
@@ -94,7 +94,7 @@ impl Replayer {
     }
 
     /// Replays `segs` (of one shape) as one COPY; on anything but a clean commit, one by one.
-    fn replay_group(&self, sink: &mut dyn Sink, segs: &[Segment]) -> Result<Replayed, WriteError> {
+    fn replay_group(&self, sink: &mut PgSink, segs: &[Segment]) -> Result<Replayed, WriteError> {
         if segs.len() > 1 {
             let mut buf = Vec::with_capacity(
                 segs.iter().map(|s| s.tuples.len()).sum::<usize>() + HEADER.len() + TRAILER.len(),
@@ -115,10 +115,9 @@ impl Replayer {
                         dead_lettered: 0,
                     })
                 }
-                // A marker already there, rows refused, or a sink that cannot group: each
-                // segment on its own below, with its own marker.
+                // A marker already there, or rows refused: each segment on its own below, with
+                // its own marker.
                 Ok(Committed::Already) | Err(WriteError::Rejected { .. }) => {}
-                Err(WriteError::Unavailable(m)) if m == GROUPS_UNSUPPORTED => {}
                 Err(e) => return Err(e),
             }
         }

@@ -59,25 +59,9 @@ pub trait Sink: Send {
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError>;
-    /// Commits the rows of several spooled COPYs as one: one stream (`data`) and, in the same
-    /// transaction, each one's whole marker `(marker, 0)` with its row count. `Already` means
-    /// one of the markers was committed before and nothing was written now: the caller
-    /// replays them one by one. Sinks that cannot group say `Unavailable`... see
-    /// [`GROUPS_UNSUPPORTED`].
-    fn write_group(
-        &mut self,
-        _data: &[u8],
-        _shape: Shape,
-        _markers: &[(Marker, usize)],
-    ) -> Result<Committed, WriteError> {
-        Err(WriteError::Unavailable(GROUPS_UNSUPPORTED.into()))
-    }
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
 }
-
-/// What [`Sink::write_group`] says for sinks that write one COPY at a time.
-pub const GROUPS_UNSUPPORTED: &str = "this sink writes one COPY at a time";
 
 /// How a COPY ended when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +218,7 @@ impl PgSink {
 
 impl PgSink {
     /// One COPY of `data` in `shape`, committed with the marker rows `markers`
-    /// (`[writer, seq, part, rows]`): the body of [`Sink::write_copy`] and [`Sink::write_group`].
+    /// (`[writer, seq, part, rows]`): the body of [`Sink::write_copy`] and [`PgSink::write_group`].
     fn commit_marked(
         &mut self,
         data: &[u8],
@@ -264,6 +248,23 @@ impl PgSink {
             }
         }
     }
+
+    /// Commits the rows of several spooled COPYs as one: one stream (`data`) and, in the same
+    /// transaction, each one's whole marker `(marker, 0)` with its row count. `Already` means
+    /// one of the markers was committed before and nothing was written now: the caller
+    /// replays them one by one.
+    pub fn write_group(
+        &mut self,
+        data: &[u8],
+        shape: Shape,
+        markers: &[(Marker, usize)],
+    ) -> Result<Committed, WriteError> {
+        let ms: Vec<[i64; 4]> = markers
+            .iter()
+            .map(|(m, rows)| [m.writer, m.seq, 0, *rows as i64])
+            .collect();
+        self.commit_marked(data, shape, &ms)
+    }
 }
 
 impl Sink for PgSink {
@@ -286,19 +287,6 @@ impl Sink for PgSink {
             );
         }
         r
-    }
-
-    fn write_group(
-        &mut self,
-        data: &[u8],
-        shape: Shape,
-        markers: &[(Marker, usize)],
-    ) -> Result<Committed, WriteError> {
-        let ms: Vec<[i64; 4]> = markers
-            .iter()
-            .map(|(m, rows)| [m.writer, m.seq, 0, *rows as i64])
-            .collect();
-        self.commit_marked(data, shape, &ms)
     }
 
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError> {
