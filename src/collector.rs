@@ -414,11 +414,6 @@ impl Running {
     pub fn stop(mut self) -> Result<Snapshot> {
         tracing::info!("stopping: draining sockets and queues");
         let stop_started = Instant::now();
-        // The replayer stops first: the stop budget is for what is in memory; the spool keeps.
-        self.replay_stop.store(true, Relaxed);
-        if let Some(r) = self.replayer.take() {
-            let _ = r.join();
-        }
         self.shards_stop.store(true, Relaxed);
         for t in self.shard_threads.drain(..) {
             let _ = t.join();
@@ -439,6 +434,26 @@ impl Running {
         }
         for t in self.writer_threads.drain(..) {
             let _ = t.join();
+        }
+        // What the shards or writers spooled while the database was up but busy goes in too,
+        // within the same budget; what is left then stays in the spool for the next start.
+        if let Some(spool) = &self.spool {
+            while spool.segments() > 0
+                && self.health.is_up()
+                && stop_started.elapsed() < self.stop_timeout
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if spool.segments() > 0 {
+                tracing::info!(
+                    "{} spool segment(s) kept for the next start",
+                    spool.segments()
+                );
+            }
+        }
+        self.replay_stop.store(true, Relaxed);
+        if let Some(r) = self.replayer.take() {
+            let _ = r.join();
         }
         self.house_stop.store(true, Relaxed);
         if let Some(h) = self.house.take() {
