@@ -7,9 +7,10 @@
 #   tshark      Wireshark's decoder: fixtures/make-expected.py and tests/tshark_fixtures.rs rebuild
 #               the v9/IPFIX expectations with it. Its debconf question (may non-root users
 #               capture?) takes its default, no, under DEBIAN_FRONTEND=noninteractive.
+#   g++         the C++ compiler libfuzzer-sys builds libFuzzer with (fuzz/; CI builds the targets)
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
-packages=(postgresql softflowd nfdump tshark)
+packages=(postgresql softflowd nfdump tshark g++)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

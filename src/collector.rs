@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use crate::addr::AllowList;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -123,12 +125,6 @@ pub fn start(args: &RunArgs) -> Result<Running> {
     let shards = args.shard_count();
     let writers = args.writers.max(1);
     let receivers = bind_receivers(args, shards)?;
-    tracing::info!(
-        "listening on udp {} with {shards} shard(s), {writers} writer(s), batches of {} flows, flush every {:?}",
-        SocketAddr::new(args.listen, args.port),
-        args.batch_size,
-        args.flush_interval()
-    );
 
     let handoff = Arc::new(Handoff::new(
         args.queue_depth,
@@ -138,14 +134,16 @@ pub fn start(args: &RunArgs) -> Result<Running> {
     let latency = Latency::new();
     let latency_now = Arc::new(Mutex::new(latency.summary()));
     let hist_log = args.hist_log.as_deref().map(HistLog::create).transpose()?;
-    let netflow = Arc::new(NetflowShared::new(
+    let mut netflow = NetflowShared::new(
         Hold::new(
             usize::try_from(args.template_hold_bytes).unwrap_or(usize::MAX),
             args.template_hold_age(),
         ),
         args.sampling_override.clone(),
         counters.decode.clone(),
-    ));
+    );
+    netflow.max_templates = args.max_templates;
+    let netflow = Arc::new(netflow);
     if let (Some(d), true) = (&database, health.is_up()) {
         match db::connect(&d.conninfo).and_then(|mut c| templates_sql::load(&mut c, &schema)) {
             Ok(stored) => {
@@ -167,7 +165,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             Err(e) => tracing::warn!("loading stored templates: {e:#}"),
         }
     }
-    let exporters = Arc::new(Mutex::new(ExporterTable::default()));
+    let exporters = Arc::new(Mutex::new(ExporterTable::with_limit(args.max_exporters)));
     if let Some(spool) = &spool {
         let carried = exporters_sql::load_pending(spool);
         exporters
@@ -234,18 +232,33 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 exporters.clone(),
                 house_stop.clone(),
             );
-            let interval = args.exporter_interval();
-            let (health, netflow) = (health.clone(), netflow.clone());
+            let house = housekeeper::Housekeeper {
+                conninfo,
+                schema,
+                table,
+                interval: args.exporter_interval(),
+                exporter_rows: args.exporter_rows.max(1),
+                exporter_idle: args.exporter_idle(),
+                malformed_keep_days: args.malformed_keep_days,
+                stop,
+                health: health.clone(),
+                netflow: netflow.clone(),
+            };
             Some(
                 thread::Builder::new()
                     .name("nfpg-housekeeper".into())
-                    .spawn(move || {
-                        housekeeper::run(conninfo, schema, table, interval, stop, health, netflow)
-                    })?,
+                    .spawn(move || house.run())?,
             )
         }
         None => None,
     };
+    let allow = AllowList::new(&args.allow_exporters);
+    if !allow.is_open() {
+        tracing::info!(
+            "accepting datagrams only from {} address block(s) (--allow-exporters)",
+            args.allow_exporters.len()
+        );
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shard_threads = Vec::new();
     for (id, rx) in receivers.into_iter().enumerate() {
@@ -262,6 +275,9 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 ))
             }),
             netflow: netflow.clone(),
+            allow: allow.clone(),
+            time_window_us: args.time_window_us(),
+            samples_per_s: args.malformed_samples,
         };
         let (h, c, s) = (
             handoff.clone(),
@@ -287,6 +303,13 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         )?;
         tracing::info!("metrics on http://{local}/metrics");
     }
+    // Logged once every thread runs and the metrics listener is bound: the ready signal.
+    tracing::info!(
+        "listening on udp {} with {shards} shard(s), {writers} writer(s), batches of {} flows, flush every {:?}",
+        SocketAddr::new(args.listen, args.port),
+        args.batch_size,
+        args.flush_interval()
+    );
     let prev = counters.snapshot(0);
     Ok(Running {
         database,
@@ -359,7 +382,13 @@ fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Rec
 impl Running {
     /// The statistics so far.
     pub fn snapshot(&self) -> Snapshot {
-        self.counters.snapshot(self.handoff.depth())
+        let mut s = self.counters.snapshot(self.handoff.depth());
+        let t = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
+        s.exporters_tracked = t.len() as u64;
+        s.exporters_evicted = t.evicted();
+        s.exporters_untracked_datagrams = t.untracked_datagrams();
+        s.exporters_evicted_unwritten_datagrams = t.evicted_unwritten();
+        s
     }
 
     /// Periodic reporting: closes a histogram interval and logs the statistics line when
@@ -465,7 +494,12 @@ impl Running {
             for _ in 0..3 {
                 match db::connect(&d.conninfo).and_then(|mut c| {
                     housekeeper::write_templates(&mut c, &self.schema, &self.netflow);
-                    exporters_sql::flush_exporters(&mut c, &self.schema, &self.exporters)
+                    exporters_sql::flush_exporters(
+                        &mut c,
+                        &self.schema,
+                        &self.exporters,
+                        usize::MAX,
+                    )
                 }) {
                     Ok(_) => {
                         last_err = None;
@@ -487,7 +521,7 @@ impl Running {
                 .exporters
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .take_deltas();
+                .take_all_deltas();
             match exporters_sql::save_pending(spool, deltas) {
                 Ok(()) => tracing::info!(
                     "exporter statistics kept in {} for the next start",

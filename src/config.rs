@@ -251,8 +251,9 @@ pub struct RunArgs {
     /// Seconds per histogram interval.
     #[arg(long, env = "NFPG_HIST_INTERVAL", default_value_t = 10.0)]
     pub hist_interval: f64,
-    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9108); off by default.
-    #[arg(long, env = "NFPG_METRICS")]
+    /// Serve Prometheus metrics over HTTP: a port (loopback only, e.g. 9108) or an address
+    /// and port (e.g. 0.0.0.0:9108 to let other hosts scrape); off by default.
+    #[arg(long, env = "NFPG_METRICS", value_parser = parse_listen_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     /// NetFlow v9/IPFIX data that arrives before its template is held, per exporter and
     /// observation domain, up to this many bytes (suffixes K, M, G) ...
@@ -266,6 +267,42 @@ pub struct RunArgs {
     /// options data give no interval; stored with sampling_source 6.
     #[arg(long, env = "NFPG_SAMPLING_OVERRIDE", value_delimiter = ',', value_parser = parse_override)]
     pub sampling_override: Vec<(Cidr, u32)>,
+    /// Accept datagrams only from these exporters: addresses or CIDR blocks, comma separated
+    /// (e.g. 192.0.2.0/24,2001:db8::/32). Others are counted (not_allowed, and per source in
+    /// a bounded list of the busiest) and dropped before decoding. Default: every address.
+    #[arg(long, env = "NFPG_ALLOW_EXPORTERS", value_delimiter = ',')]
+    pub allow_exporters: Vec<Cidr>,
+    /// Most exporters tracked for per-exporter statistics and loss; idle ones are evicted
+    /// (exporters_evicted), and datagrams of new ones are not tracked while it is full
+    /// (their flows are still stored).
+    #[arg(long, env = "NFPG_MAX_EXPORTERS", default_value_t = crate::obs::exporters::DEFAULT_MAX_EXPORTERS)]
+    pub max_exporters: usize,
+    /// Seconds of silence after which an exporter's statistics leave memory (they are in
+    /// the exporters table by then).
+    #[arg(long, env = "NFPG_EXPORTER_IDLE", default_value_t = 3600.0)]
+    pub exporter_idle: f64,
+    /// Most rows written to the exporters table per update (the rest follow next time).
+    #[arg(long, env = "NFPG_EXPORTER_ROWS", default_value_t = crate::obs::exporters::DEFAULT_ROWS_PER_UPDATE)]
+    pub exporter_rows: usize,
+    /// Most v9/IPFIX templates kept over all exporters; new ones beyond are refused and
+    /// counted (templates_refused).
+    #[arg(long, env = "NFPG_MAX_TEMPLATES", default_value_t = crate::decode::netflow::DEFAULT_MAX_TEMPLATES)]
+    pub max_templates: usize,
+    /// Flows that start or end more than this many seconds after they arrived (the
+    /// exporter's clock is ahead) are stored with time_suspect set and counted
+    /// (flows_time_suspect) ...
+    #[arg(long, env = "NFPG_MAX_AHEAD", default_value_t = 86_400.0)]
+    pub max_ahead: f64,
+    /// ... as are flows that ended more than this many seconds before they arrived.
+    #[arg(long, env = "NFPG_MAX_BEHIND", default_value_t = 7.0 * 86_400.0)]
+    pub max_behind: f64,
+    /// Malformed-datagram samples stored at most per shard per second (every malformed
+    /// datagram is counted whether sampled or not).
+    #[arg(long, env = "NFPG_MALFORMED_SAMPLES", default_value_t = 20)]
+    pub malformed_samples: u32,
+    /// Days malformed-datagram samples are kept.
+    #[arg(long, env = "NFPG_MALFORMED_KEEP_DAYS", default_value_t = 7)]
+    pub malformed_keep_days: u32,
     /// Directory of the durable spool, where flows wait on disk while PostgreSQL cannot take
     /// them [default: spool/ in the data directory].
     #[arg(long, env = "NFPG_SPOOL_DIR")]
@@ -290,6 +327,16 @@ pub struct RunArgs {
 }
 
 pub use crate::addr::Cidr;
+
+/// A port alone means loopback: `9108` is `127.0.0.1:9108`.
+pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|e| format!("{s:?}: expected a port or ADDRESS:PORT ({e})"))
+}
 
 /// `CIDR=N` of `--sampling-override`.
 pub fn parse_override(s: &str) -> Result<(Cidr, u32), String> {
@@ -362,6 +409,16 @@ impl RunArgs {
     }
     pub fn exporter_interval(&self) -> Duration {
         secs(self.exporter_interval, 5.0)
+    }
+    pub fn exporter_idle(&self) -> Duration {
+        secs(self.exporter_idle, 3600.0)
+    }
+    /// (most µs ahead of arrival, most µs behind) a flow's times may be without a flag.
+    pub fn time_window_us(&self) -> (i64, i64) {
+        (
+            secs(self.max_ahead, 86_400.0).as_micros() as i64,
+            secs(self.max_behind, 7.0 * 86_400.0).as_micros() as i64,
+        )
     }
     pub fn shard_count(&self) -> usize {
         self.shards

@@ -25,11 +25,75 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
+/// The effective uid of the process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The name of the system user with this uid, if it has one (thread-safe: `getpwuid_r`).
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut len = 1024usize;
+    loop {
+        let mut buf = vec![0 as libc::c_char; len];
+        // SAFETY: a zeroed passwd is a valid value for this plain C struct (null pointers,
+        // zero ids); getpwuid_r only writes into it.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `pw` and `result` are locals, `buf` is
+        // `len` bytes long. On success the strings in `pw` point into `buf`, which outlives
+        // their use below.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), len, &mut result) };
+        if rc == libc::ERANGE && len < 1 << 20 {
+            len *= 4;
+            continue;
+        }
+        if rc != 0 || result.is_null() || pw.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: getpwuid_r succeeded, so `pw_name` is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        return name.to_str().ok().map(str::to_string);
+    }
+}
+
+/// Empties the ambient capability set, so programs this process starts from now on (the
+/// private PostgreSQL) get none of the capabilities systemd gave nfpg (CAP_NET_ADMIN, ...).
+/// nfpg's own capabilities stay. Best effort: kernels before 4.3 have no ambient set.
+pub fn clear_ambient_capabilities() {
+    // SAFETY: prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) takes no pointers and only
+    // changes this process's ambient set; an error (EINVAL on old kernels) changes nothing.
+    let _ = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn root_exists_with_id_zero() {
         assert_eq!(super::user_ids("root"), Some((0, 0)));
         assert_eq!(super::user_ids("no such user nfpg"), None);
+        assert_eq!(super::user_name(0).as_deref(), Some("root"));
+        let me = super::user_name(super::euid()).expect("the current user has a name");
+        assert_eq!(
+            super::user_ids(&me).map(|(uid, _)| uid),
+            Some(super::euid())
+        );
+    }
+
+    #[test]
+    fn the_ambient_set_is_cleared() {
+        super::clear_ambient_capabilities();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        if let Some(amb) = status.lines().find_map(|l| l.strip_prefix("CapAmb:")) {
+            assert_eq!(u64::from_str_radix(amb.trim(), 16), Ok(0));
+        }
     }
 }

@@ -3,13 +3,15 @@
 //! Owns the command line, the checks on it (loopback only, bounded runs), and the one JSON
 //! report printed at the end. The work is in the modules: `traffic` (deterministic
 //! exporters and field distributions), `templated` (v9/IPFIX datagrams in the sender's
-//! buffers), `send` (paced `sendmmsg` threads and replay) and `verify` (PostgreSQL
-//! comparison); the v5 encoding, the v9/IPFIX template encoding and the capture reader are
-//! `nfpg-wire`'s.
+//! buffers), `send` (paced `sendmmsg` threads and replay), `hostile` (`--hostile-rate`:
+//! spoofed, malformed, future-dated and impostor datagrams alongside the valid exporters) and
+//! `verify` (PostgreSQL comparison); the v5 encoding, the v9/IPFIX template encoding and the
+//! capture reader are `nfpg-wire`'s.
 //!
 //! Exit status: 0 on success (and `--verify` found nothing lost), 1 if `--verify` found a
 //! difference, 2 on any error.
 
+mod hostile;
 mod send;
 mod templated;
 mod traffic;
@@ -127,6 +129,28 @@ struct Cli {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     batch: u16,
 
+    /// Hostile datagrams per second sent alongside the valid exporters (0 = none), in the
+    /// repeating pattern spoofed, malformed, future, impostor: a valid v5 datagram from a
+    /// spoofed source; garbage from a spoofed source (v5 cut short, unknown version, 1–23
+    /// bytes, v9 set with an impossible length, in turn); a v5 datagram from a spoofed source
+    /// dated 2 days ahead; a v5 datagram from a valid exporter's address with its engine
+    /// type/id, a flow sequence at least 2^24 from any it sends in the run, and alternately its
+    /// own uptime clock or a random one. Runs from one pktinfo socket, paced, until the valid
+    /// senders stop; counted under "hostile" in the report, never in the exporters' lines.
+    /// Refused when the exporters' own sequences could leave impostors no such room (a very
+    /// long run of one fast exporter).
+    #[arg(long, default_value_t = 0, value_name = "R", conflicts_with = "replay")]
+    hostile_rate: u64,
+
+    /// Spoofed source addresses of the hostile datagrams (at most 4194304): 127.64.0.1,
+    /// 127.64.0.2, … (fd00:6e67::1, … for an IPv6 target); none may be an exporter's address.
+    #[arg(long, default_value_t = hostile::DEFAULT_SOURCES, value_name = "N")]
+    hostile_sources: u32,
+
+    /// Seed of the hostile datagrams' contents and sources.
+    #[arg(long, default_value_t = 7, value_name = "S")]
+    hostile_seed: u64,
+
     /// Replay the UDP payloads of a pcap/pcapng file instead of generating traffic.
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
@@ -139,8 +163,13 @@ struct Cli {
     #[arg(long, requires = "replay")]
     rewrite_time: bool,
 
-    /// After sending, compare sent totals with the rows stored in PostgreSQL.
-    #[arg(long, requires = "database_url", conflicts_with = "replay")]
+    /// After sending, compare sent totals with the rows stored in PostgreSQL. Not with
+    /// --hostile-rate: its impostor datagrams are stored under the valid exporters' addresses.
+    #[arg(
+        long,
+        requires = "database_url",
+        conflicts_with_all = ["replay", "hostile_rate"]
+    )]
     verify: bool,
 
     /// PostgreSQL connection string (URL or key=value; a host starting with '/' is a
@@ -253,6 +282,16 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
         }
         cli.exporter_list.clone()
     };
+    let hostile = if cli.hostile_rate > 0 {
+        hostile::check_sources(cli.hostile_sources, &cli.target, &addrs)?;
+        Some(hostile::Plan {
+            rate: cli.hostile_rate,
+            sources: cli.hostile_sources,
+            seed: cli.hostile_seed,
+        })
+    } else {
+        None
+    };
     let plan = send::Plan {
         target: cli.target,
         threads: cli.threads.max(1),
@@ -274,7 +313,7 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
             late_template: cli.late_template.unwrap_or(0),
         },
     };
-    let r = send::run(&plan, &addrs)?;
+    let r = send::run(&plan, &addrs, hostile.as_ref())?;
     let mut report = json!({
         "version": cli.version.number(),
         "started_at_unix_ms": r.started_at_unix_ms,
@@ -290,6 +329,9 @@ fn run(cli: &Cli) -> Result<(Value, bool)> {
     if templated {
         report["template_every"] = json!(plan.profile.template_every);
         report["late_template"] = json!(plan.profile.late_template);
+    }
+    if let Some(h) = &r.hostile {
+        report["hostile"] = serde_json::to_value(h)?;
     }
     let mut ok = true;
     if cli.verify {

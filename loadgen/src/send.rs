@@ -7,16 +7,22 @@
 //! `IPV6_PKTINFO` control message naming the exporter's source address, so a batch can mix
 //! exporters and 10,000 exporters need no extra file descriptors.
 //!
+//! With `--hostile-rate`, [`run`] also starts the [`crate::hostile`] sender thread with the
+//! valid ones and stops it when they have finished; it shares their start, deadline, target
+//! and [`sys`], and gets a copy of each exporter's identity and clock to imitate.
+//!
 //! All `unsafe` code of the crate lives in [`sys`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::traffic::{Built, Exporter, Profile, MAX_DATAGRAM};
+use crate::hostile;
+use crate::traffic::{Built, Exporter, Profile, Version, MAX_DATAGRAM};
 use nfpg_wire::v5::encode as v5;
 
 /// Datagrams, flows, packets and bytes: what every counter in the report adds up.
@@ -77,6 +83,8 @@ pub struct RunResult {
     pub exporters: Vec<ExporterReport>,
     /// The mode actually used (bind falls back to pktinfo without enough descriptors).
     pub source_mode: SourceMode,
+    /// What the `--hostile-rate` thread sent; `None` when it is off.
+    pub hostile: Option<hostile::Report>,
 }
 
 /// How exporters get their source addresses.
@@ -149,8 +157,50 @@ struct WorkerOut {
     lanes: Vec<Lane>,
 }
 
-/// Runs the generator: builds `addrs.len()` exporters, spreads them over threads and sends.
-pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
+/// Most datagrams one sender thread is assumed able to build per second flat out (`--rate 0`):
+/// ten times the measured single-thread rate. Only bounds how far an exporter's sequence can
+/// advance in a `--duration` run, for the impostors' sequence numbers.
+const FLAT_OUT_DPS: f64 = 2_000_000.0;
+
+/// An upper bound on the datagrams (sent or dropped on purpose) one exporter builds during the
+/// run: its `--count` quota, or the most its thread builds before the deadline. Without
+/// `--count` the thread's exporters take strict turns when each message picks the next one
+/// (pktinfo) or when every batch is full (bind, flat out), so one exporter gets at most its
+/// share of that plus a batch.
+fn datagram_bound(plan: &Plan, quota: u64, thread_lanes: usize, n: usize, mode: SourceMode) -> u64 {
+    let by_time = plan.duration.map(|d| {
+        let rate = if plan.rate > 0 {
+            plan.rate as f64 * thread_lanes as f64 / n as f64
+        } else {
+            FLAT_OUT_DPS
+        };
+        let thread = (rate * d.as_secs_f64()).ceil() as u64 + 1;
+        if plan.count.is_none() && (mode == SourceMode::Pktinfo || plan.rate == 0) {
+            thread.div_ceil(thread_lanes.max(1) as u64) + plan.batch as u64
+        } else {
+            thread
+        }
+    });
+    match (plan.count, by_time) {
+        (Some(_), Some(t)) => quota.min(t),
+        (Some(_), None) => quota,
+        (None, Some(t)) => t,
+        (None, None) => u64::MAX,
+    }
+}
+
+/// How far one datagram advances an exporter's sequence number, at most.
+fn seq_per_datagram(profile: &Profile) -> u64 {
+    match profile.version {
+        Version::V5 => profile.records.clamp(1, v5::MAX_RECORDS) as u64,
+        Version::V9 => 1,
+        Version::Ipfix => profile.records.clamp(1, crate::templated::MAX_RECORDS) as u64,
+    }
+}
+
+/// Runs the generator: builds `addrs.len()` exporters, spreads them over threads and sends;
+/// with `hostile`, also the hostile thread, from the start until the valid senders finish.
+pub fn run(plan: &Plan, addrs: &[IpAddr], hostile: Option<&hostile::Plan>) -> Result<RunResult> {
     if addrs.is_empty() {
         bail!("no exporters");
     }
@@ -176,12 +226,29 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
     let n = addrs.len() as u64;
 
     let mut per_thread: Vec<Vec<Lane>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut victims = Vec::new();
     for (i, &addr) in addrs.iter().enumerate() {
         let state = Exporter::new(&plan.profile, i, started_ms);
         let quota = match plan.count {
             Some(c) => c / n + u64::from((i as u64) < c % n),
             None => u64::MAX,
         };
+        if hostile.is_some() {
+            let t = i % threads;
+            let thread_lanes = addrs.len() / threads + usize::from(t < addrs.len() % threads);
+            let span = datagram_bound(plan, quota, thread_lanes, addrs.len(), mode)
+                .saturating_mul(seq_per_datagram(&plan.profile));
+            victims.push(hostile::Victim {
+                addr,
+                engine_type: state.engine_type,
+                engine_id: state.engine_id,
+                sampling_interval: state.sampling_interval,
+                uptime_at_zero: state.uptime_at_zero,
+                clock_zero_ms: state.clock_zero_ms,
+                seq: hostile::seq_window(state.seq, span)
+                    .with_context(|| format!("impostors of exporter {addr}"))?,
+            });
+        }
         per_thread[i % threads].push(Lane {
             addr,
             first_seq: state.seq,
@@ -194,7 +261,19 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
 
     let t0 = Instant::now();
     let deadline = plan.duration.map(|d| t0 + d);
-    let outs: Vec<Result<WorkerOut>> = std::thread::scope(|s| {
+    let stop = AtomicBool::new(false);
+    let (outs, hostile_out): (Vec<Result<WorkerOut>>, _) = std::thread::scope(|s| {
+        // Started first so that it shares the valid senders' whole run.
+        let hostile_thread = hostile.map(|h| {
+            let cfg = hostile::SendCfg {
+                target: plan.target,
+                batch,
+                t0,
+                deadline,
+                stop: &stop,
+            };
+            s.spawn(move || hostile::run(h, victims, &cfg))
+        });
         let handles: Vec<_> = per_thread
             .into_iter()
             .map(|lanes| {
@@ -211,13 +290,20 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
                 s.spawn(move || worker(lanes, &cfg))
             })
             .collect();
-        handles
+        let outs = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("sender thread panicked")))
             })
-            .collect()
+            .collect();
+        // Every valid sender has stopped: so does the hostile one.
+        stop.store(true, Ordering::Release);
+        let hostile_out = hostile_thread.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("hostile sender thread panicked")))
+        });
+        (outs, hostile_out)
     });
     let elapsed = t0.elapsed();
     let ended_ms = unix_ms(SystemTime::now());
@@ -231,6 +317,7 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
         dropped.add(&out.dropped);
         lanes.extend(out.lanes);
     }
+    let hostile = hostile_out.transpose()?;
     lanes.sort_by_key(|l| l.state.index);
     let templated = plan.profile.version.templated().is_some();
     let exporters = lanes
@@ -257,10 +344,11 @@ pub fn run(plan: &Plan, addrs: &[IpAddr]) -> Result<RunResult> {
         dropped_on_purpose: dropped,
         exporters,
         source_mode: mode,
+        hostile,
     })
 }
 
-fn open_socket(target: &SocketAddr) -> Result<Socket> {
+pub(crate) fn open_socket(target: &SocketAddr) -> Result<Socket> {
     let sock = Socket::new(
         Domain::for_address(*target),
         Type::DGRAM,
@@ -288,7 +376,7 @@ fn open_bound(src: IpAddr, target: &SocketAddr) -> Result<Socket> {
 }
 
 /// Sleeps until `until` or at most `cap`, whichever is sooner.
-fn nap(until: Instant, cap: Duration) {
+pub(crate) fn nap(until: Instant, cap: Duration) {
     let now = Instant::now();
     if until > now {
         std::thread::sleep((until - now).min(cap));
@@ -572,7 +660,7 @@ pub fn replay(
 
 /// The crate's only `unsafe` code: `sendmmsg` message arrays and packet-info control messages.
 #[allow(unsafe_code)]
-mod sys {
+pub(crate) mod sys {
     use std::io;
     use std::mem::size_of;
     use std::net::IpAddr;
@@ -702,8 +790,8 @@ mod sys {
             assert!(off + n <= self.msgs.len(), "batch range out of bounds");
             // SAFETY: the range is in bounds (checked above); every message in it was filled by
             // `set` with pointers to live buffers, the destination address and a control
-            // message, which the callers (`worker`, `replay`) keep alive and unmoved across
-            // this call; the kernel only reads them.
+            // message, which the callers (`worker`, `replay`, `hostile::run`) keep alive and
+            // unmoved across this call; the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
                     sock.as_raw_fd(),

@@ -189,6 +189,103 @@ fn sizes(rng: &mut Rng, protocol: u8) -> (u32, u32) {
     (packets, packets * mean_size)
 }
 
+/// One plausible flow record ending within the 2 s before `uptime` (an exporter's
+/// sys_uptime, ms): the field distributions of every synthetic exporter, also used by
+/// [`crate::hostile`] for its well-formed datagrams.
+pub fn record(rng: &mut Rng, uptime: u32) -> v5::Record {
+    let protocol = match rng.below(100) {
+        0..=79 => 6,
+        80..=96 => 17,
+        _ => 1,
+    };
+    let (packets, octets) = sizes(rng, protocol);
+    // Flow ends within the last 2 s and lasted up to ~58 s (short flows dominate), so the
+    // whole flow lies within the minute before the header time.
+    let end_age = rng.below(2_000) as u32;
+    let u = rng.unit();
+    let duration = if packets == 1 {
+        0
+    } else {
+        (58_000.0 * u * u) as u32
+    };
+    let last = uptime.wrapping_sub(end_age);
+    let first = last.wrapping_sub(duration);
+
+    let inside = inside_addr(rng);
+    let outside = outside_addr(rng);
+    let outbound = rng.below(100) < 60;
+    let (src_port, dst_port, tcp_flags) = match protocol {
+        1 => (0, 0, 0),
+        p => {
+            let server = server_port(rng, p);
+            let client = rng.range(32_768, 60_999) as u16;
+            let flags = if p == 6 {
+                TCP_FLAGS[rng.pick(&TCP_FLAG_WEIGHTS)]
+            } else {
+                0
+            };
+            if outbound {
+                (client, server, flags)
+            } else {
+                (server, client, flags)
+            }
+        }
+    };
+    let (src_addr, dst_addr) = if outbound {
+        (inside, outside)
+    } else {
+        (outside, inside)
+    };
+    let tos = match rng.below(100) {
+        0..=89 => 0,
+        90..=96 => 0x10,
+        _ => 0xb8,
+    };
+    let public_as = PUBLIC_AS[rng.below(PUBLIC_AS.len() as u64) as usize];
+    let (src_as, dst_as) = if outbound {
+        (0, public_as)
+    } else {
+        (public_as, 0)
+    };
+    let input = 1 + rng.zipf(48) as u16;
+    let output = 1 + rng.zipf(48) as u16;
+    v5::Record {
+        src_addr,
+        dst_addr,
+        next_hop: [10, 255, (output >> 8) as u8, output as u8],
+        input,
+        output,
+        packets,
+        octets,
+        first,
+        last,
+        src_port,
+        dst_port,
+        tcp_flags,
+        protocol,
+        tos,
+        src_as,
+        dst_as,
+        src_mask: if outbound {
+            24
+        } else {
+            24 + rng.below(9) as u8
+        },
+        dst_mask: if outbound {
+            24 + rng.below(9) as u8
+        } else {
+            24
+        },
+    }
+}
+
+/// The sys_uptime at wall clock `now_ms` of an exporter whose uptime read `uptime_at_zero`
+/// at `clock_zero_ms` (wrapping like a real 32-bit counter).
+pub fn uptime_at(uptime_at_zero: u32, clock_zero_ms: u64, now_ms: u64) -> u32 {
+    let elapsed = now_ms.saturating_sub(clock_zero_ms);
+    uptime_at_zero.wrapping_add(elapsed as u32)
+}
+
 /// The v9/IPFIX state of an exporter: its template sets and when to send them.
 #[derive(Debug, Clone)]
 struct Templated {
@@ -291,96 +388,11 @@ impl Exporter {
 
     /// The exporter's sys_uptime at wall clock `now_ms` (wrapping like a real 32-bit counter).
     pub fn uptime_at(&self, now_ms: u64) -> u32 {
-        let elapsed = now_ms.saturating_sub(self.clock_zero_ms);
-        self.uptime_at_zero.wrapping_add(elapsed as u32)
+        uptime_at(self.uptime_at_zero, self.clock_zero_ms, now_ms)
     }
 
     fn record(&mut self, uptime: u32) -> v5::Record {
-        let rng = &mut self.rng;
-        let protocol = match rng.below(100) {
-            0..=79 => 6,
-            80..=96 => 17,
-            _ => 1,
-        };
-        let (packets, octets) = sizes(rng, protocol);
-        // Flow ends within the last 2 s and lasted up to ~58 s (short flows dominate), so the
-        // whole flow lies within the minute before the header time.
-        let end_age = rng.below(2_000) as u32;
-        let u = rng.unit();
-        let duration = if packets == 1 {
-            0
-        } else {
-            (58_000.0 * u * u) as u32
-        };
-        let last = uptime.wrapping_sub(end_age);
-        let first = last.wrapping_sub(duration);
-
-        let inside = inside_addr(rng);
-        let outside = outside_addr(rng);
-        let outbound = rng.below(100) < 60;
-        let (src_port, dst_port, tcp_flags) = match protocol {
-            1 => (0, 0, 0),
-            p => {
-                let server = server_port(rng, p);
-                let client = rng.range(32_768, 60_999) as u16;
-                let flags = if p == 6 {
-                    TCP_FLAGS[rng.pick(&TCP_FLAG_WEIGHTS)]
-                } else {
-                    0
-                };
-                if outbound {
-                    (client, server, flags)
-                } else {
-                    (server, client, flags)
-                }
-            }
-        };
-        let (src_addr, dst_addr) = if outbound {
-            (inside, outside)
-        } else {
-            (outside, inside)
-        };
-        let tos = match rng.below(100) {
-            0..=89 => 0,
-            90..=96 => 0x10,
-            _ => 0xb8,
-        };
-        let public_as = PUBLIC_AS[rng.below(PUBLIC_AS.len() as u64) as usize];
-        let (src_as, dst_as) = if outbound {
-            (0, public_as)
-        } else {
-            (public_as, 0)
-        };
-        let input = 1 + rng.zipf(48) as u16;
-        let output = 1 + rng.zipf(48) as u16;
-        v5::Record {
-            src_addr,
-            dst_addr,
-            next_hop: [10, 255, (output >> 8) as u8, output as u8],
-            input,
-            output,
-            packets,
-            octets,
-            first,
-            last,
-            src_port,
-            dst_port,
-            tcp_flags,
-            protocol,
-            tos,
-            src_as,
-            dst_as,
-            src_mask: if outbound {
-                24
-            } else {
-                24 + rng.below(9) as u8
-            },
-            dst_mask: if outbound {
-                24 + rng.below(9) as u8
-            } else {
-                24
-            },
-        }
+        record(&mut self.rng, uptime)
     }
 
     /// Builds this exporter's next datagram for wall clock `now_ms` into `out` (at least

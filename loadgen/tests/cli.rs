@@ -233,6 +233,39 @@ fn refuses_non_loopback_and_unbounded_runs() {
     fails_with(&["--count", "1", "--version", "7"], "not 5, 9 or 10");
 }
 
+/// `--hostile-rate` never spoofs an exporter's address, never runs with `--verify` (its
+/// impostors are stored under the exporters' addresses) and refuses a run whose sequence span
+/// leaves impostors no room.
+#[test]
+fn refuses_unsafe_hostile_runs() {
+    let base = ["--target", "127.0.0.1:9", "--hostile-rate", "10"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+    fails_with(
+        &with(&["--count", "1", "--exporter-list", "127.1.0.1,127.64.0.7"]),
+        "hostile sources",
+    );
+    fails_with(
+        &with(&["--count", "1", "--hostile-sources", "0"]),
+        "--hostile-sources",
+    );
+    fails_with(
+        &with(&[
+            "--count",
+            "1",
+            "--verify",
+            "--database-url",
+            "host=/nonexistent",
+        ]),
+        "cannot be used with",
+    );
+    fails_with(
+        &with(&["--exporters", "1", "--duration", "100"]),
+        "no impostor sequence",
+    );
+}
+
 /// What nfpg-wire's v9/IPFIX decoder makes of one exporter's datagrams, in arrival order.
 #[derive(Default)]
 struct Decoded {

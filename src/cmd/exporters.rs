@@ -1,4 +1,5 @@
-//! `nfpg exporters`: the exporters table as an aligned listing.
+//! `nfpg exporters`: the exporters table as an aligned listing (`suspect`: datagrams whose
+//! sequence number no real exporter run explains, e.g. spoofed; not counted as lost).
 
 use anyhow::Result;
 
@@ -13,7 +14,7 @@ pub fn run(args: &DbArgs) -> Result<()> {
     let mut client = db::connect(&database.conninfo)?;
     let rows = exporters::list(&mut client, &schema)?;
     println!(
-        "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9}",
+        "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9} {:>9}",
         "exporter",
         "engine/domain",
         "ver",
@@ -25,11 +26,12 @@ pub fn run(args: &DbArgs) -> Result<()> {
         "restarts",
         "dgram/s",
         "last seen (UTC)",
-        "silent s"
+        "silent s",
+        "suspect"
     );
     for r in &rows {
         println!(
-            "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9}",
+            "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9} {:>9}",
             r.exporter,
             if r.source_id == 0 {
                 format!("{}/{}", r.engine_type, r.engine_id)
@@ -46,6 +48,7 @@ pub fn run(args: &DbArgs) -> Result<()> {
             r.datagrams_per_s,
             r.last_seen_utc,
             r.silent_s,
+            r.suspect_datagrams,
         );
     }
     println!("{} exporters", rows.len());

@@ -6,6 +6,10 @@
 //! JSON line on stdout: `socket_dir`, `data_dir`, `url_template` (the connection string of
 //! database `{db}`) and `settings` (what nfpg's configuration file sets, as the server reports
 //! it). Tools such as the benchmark harness use it instead of starting a server of their own.
+//!
+//! The server admits only the OS user that ran `nfpg server` (and `postgres`, when that was
+//! root): its directories are mode 0700 and the superuser logs in by peer authentication, so
+//! the connection string works for that user's processes and for no other local user's.
 
 use std::io::Write;
 use std::path::Path;

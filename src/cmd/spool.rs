@@ -57,7 +57,7 @@ pub fn run(dir: &Path, schema: &str) -> Result<()> {
          (as a superuser, or with pg_read_server_files; psql's \\copy works from a client), use\n\
          the column list of its shape:"
     );
-    for shape in [Shape::Basic, Shape::Full] {
+    for shape in Shape::ALL {
         println!(
             "  {shape:?}: COPY {}.flows ({}) FROM '<file>' (FORMAT binary);",
             schema.quoted(),

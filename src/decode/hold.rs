@@ -7,6 +7,9 @@
 //! age (`--template-hold-bytes`, `--template-hold-secs`), and decodes them when the template
 //! arrives (on whichever shard learns it). What is given up is counted with the reason:
 //! too old (`held_sets_expired`) or no room (`held_sets_overflow`, the oldest go first).
+//! Over all exporters the hold keeps at most [`TOTAL_BYTES`] (or one exporter's bound, if
+//! larger): a flood of data sets from many (spoofed) addresses is refused once that is full,
+//! counted as overflow, and cannot grow memory.
 //!
 //! Not on the hot path: a shard looks here only when a data set has no template, when it
 //! learns a template, and once a second to expire; `is_empty` is one atomic load.
@@ -45,11 +48,17 @@ pub struct GivenUp {
     pub overflow: u64,
 }
 
+/// Bytes held over all exporters at most (unless one exporter's bound is larger).
+pub const TOTAL_BYTES: usize = 64 << 20;
+
 /// The held sets of every exporter.
 pub struct Hold {
     by_exporter: Mutex<HashMap<(u128, u32), ExporterHold>>,
     sets: AtomicUsize,
+    /// Bytes held over all exporters (changed under the `by_exporter` lock).
+    total: AtomicUsize,
     max_bytes: usize,
+    max_total: usize,
     max_age: Duration,
 }
 
@@ -58,7 +67,9 @@ impl Hold {
         Self {
             by_exporter: Mutex::new(HashMap::new()),
             sets: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
             max_bytes: max_bytes_per_exporter,
+            max_total: TOTAL_BYTES.max(max_bytes_per_exporter),
             max_age,
         }
     }
@@ -83,13 +94,25 @@ impl Hold {
             return gave;
         }
         let mut map = self.by_exporter.lock().unwrap_or_else(|p| p.into_inner());
+        let total = self.total.load(Relaxed);
+        let mine = map.get(&(set.exporter, set.domain)).map_or(0, |e| e.bytes);
+        // Full over all exporters, and this exporter's own sets cannot make room: refuse.
+        if total + set.body.len() > self.max_total && mine < set.body.len() {
+            gave.overflow += 1;
+            return gave;
+        }
         let e = map.entry((set.exporter, set.domain)).or_default();
-        while e.bytes + set.body.len() > self.max_bytes {
+        let mut freed = 0;
+        while e.bytes + set.body.len() > self.max_bytes
+            || total - freed + set.body.len() > self.max_total
+        {
             let Some(old) = e.sets.pop_front() else { break };
             e.bytes -= old.body.len();
+            freed += old.body.len();
             self.sets.fetch_sub(1, Relaxed);
             gave.overflow += 1;
         }
+        self.total.store(total - freed + set.body.len(), Relaxed);
         e.bytes += set.body.len();
         e.sets.push_back(set);
         self.sets.fetch_add(1, Relaxed);
@@ -109,6 +132,8 @@ impl Hold {
             e.sets.drain(..).partition(|s| s.template_id == template_id);
         e.sets = keep;
         e.bytes = e.sets.iter().map(|s| s.body.len()).sum();
+        let taken: usize = take.iter().map(|s| s.body.len()).sum();
+        self.total.fetch_sub(taken, Relaxed);
         if e.sets.is_empty() {
             map.remove(&(exporter, domain));
         }
@@ -131,6 +156,7 @@ impl Hold {
             {
                 if let Some(old) = e.sets.pop_front() {
                     e.bytes -= old.body.len();
+                    self.total.fetch_sub(old.body.len(), Relaxed);
                     gave.expired += 1;
                 }
             }
@@ -179,5 +205,24 @@ mod tests {
         assert_eq!(h.hold(set(3, 256, 101, t0)).overflow, 1);
         assert_eq!(h.expire(t0 + Duration::from_secs(11)).expired, 2);
         assert!(h.is_empty());
+        assert_eq!(h.total.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn many_exporters_cannot_exceed_the_total() {
+        let t0 = Instant::now();
+        let h = Hold::new(TOTAL_BYTES / 4, Duration::from_secs(10));
+        let big = TOTAL_BYTES / 8;
+        let mut refused = 0;
+        for e in 0..20 {
+            refused += h.hold(set(e, 256, big, t0)).overflow;
+        }
+        // Eight fit; the other twelve exporters are refused.
+        assert_eq!((h.len(), refused), (8, 12));
+        assert!(h.total.load(Relaxed) <= TOTAL_BYTES);
+        // An exporter already holding sets makes room from its own.
+        assert_eq!(h.hold(set(0, 257, big, t0)).overflow, 1);
+        assert_eq!(h.release(0, 0, 257).len(), 1);
+        assert_eq!(h.total.load(Relaxed), 7 * big);
     }
 }

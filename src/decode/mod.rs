@@ -5,6 +5,8 @@
 //! that arrives before its template ([`hold`]) and publishes changes without locks on the hot
 //! path ([`shared`]). The shard owns one [`Decoder`] and never names a wire format itself.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hold;
 pub mod netflow;
 pub mod shared;

@@ -74,7 +74,15 @@ pub struct Shared {
     /// Operator overrides of the sampling interval, by exporter (`--sampling-override`).
     pub overrides: Vec<(crate::addr::Cidr, u32)>,
     pub counters: Arc<CachePadded<DecodeCounters>>,
+    /// Templates kept at most over all exporters (`--max-templates`); new ones beyond it
+    /// are refused and counted (`templates_refused`). Every learned template copies the map
+    /// (see [`SharedMap`]), so this also bounds what a flood of template sets from spoofed
+    /// addresses can cost.
+    pub max_templates: usize,
 }
+
+/// Templates kept at most by default: far more than any network's routers define.
+pub const DEFAULT_MAX_TEMPLATES: usize = 65_536;
 
 impl Shared {
     pub fn new(
@@ -89,6 +97,7 @@ impl Shared {
             changes: Mutex::new(Vec::new()),
             overrides,
             counters,
+            max_templates: DEFAULT_MAX_TEMPLATES,
         }
     }
 
@@ -265,6 +274,10 @@ impl Decoder {
                             continue;
                         };
                         let was = self.templates.get(&self.shared.templates, &key).is_some();
+                        if !was && self.shared.templates.len() >= self.shared.max_templates {
+                            c.templates_refused.fetch_add(1, Relaxed);
+                            continue;
+                        }
                         if let Some(plan) = &compiled.plan {
                             c.template_fields_ignored
                                 .fetch_add(u64::from(plan.ignored()), Relaxed);

@@ -51,6 +51,16 @@ impl<K: Eq + Hash + Clone, V> SharedMap<K, V> {
         });
     }
 
+    /// Entries in the current snapshot (takes the lock; not for the hot path).
+    pub fn len(&self) -> usize {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether the current snapshot is empty (takes the lock).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The current snapshot (takes the lock; for readers outside the hot path).
     pub fn snapshot(&self) -> Arc<HashMap<K, Arc<V>>> {
         self.current

@@ -3,8 +3,11 @@
 //! The loop receives a batch of datagrams, decodes each into the shard's current
 //! [`crate::flow::batch::FlowBatch`], and seals the batch onto the writers' queue when it cannot take another
 //! datagram or when `flush_interval` has passed since its first datagram. Counters are added
-//! once per receive call. Malformed datagrams are counted by reason, sampled into the batch
-//! (token bucket per exporter) and logged at most once per `LOG_EVERY`.
+//! once per receive call. Datagrams from sources not on the allow-list are counted (and their
+//! busiest sources kept) and dropped before decoding. Malformed datagrams are counted by
+//! reason, sampled into the batch (token bucket per exporter, and one for the whole shard)
+//! and logged at most once per `LOG_EVERY`. Decoded flows whose times lie far from their
+//! arrival are flagged (`time_suspect`) and counted.
 //!
 //! On stop the shard drains what its socket already holds, seals its last batch and returns.
 
@@ -17,12 +20,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_utils::CachePadded;
 
 use super::recv::{Datagram, Receiver};
+use crate::addr::AllowList;
 use crate::decode::{self, Decoder, Failure, Fault};
 use crate::flow::batch::{addr_to_u128, DatagramMeta, MalformedSample, SAMPLE_BYTES};
 use crate::flow::handoff::{Batch, Handoff, Overflow};
 use crate::flow::reason::Reason;
 use crate::obs::latency::{Recorders, Stage};
 use crate::obs::stats::ShardCounters;
+use crate::obs::top::TopSources;
+use nfpg_wire::columns::{present, Columns};
 
 /// At most one malformed-datagram log line per shard per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -49,21 +55,38 @@ pub struct ShardConfig {
     pub overflow: Option<Box<dyn Overflow>>,
     /// v9/IPFIX state shared by all shards.
     pub netflow: std::sync::Arc<decode::netflow::Shared>,
+    /// Sources datagrams are accepted from.
+    pub allow: AllowList,
+    /// (most µs ahead, most µs behind) of its arrival a flow's times may lie unflagged.
+    pub time_window_us: (i64, i64),
+    /// Malformed samples this shard keeps at most per second, over all exporters.
+    pub samples_per_s: u32,
 }
 
-/// Rate limit for malformed samples, per exporter.
+/// Rate limit for malformed samples: per exporter, and for the whole shard (so a flood from
+/// many addresses, each with a fresh bucket, still stores a bounded number).
 struct Sampler {
     buckets: HashMap<u128, (f32, Instant)>,
+    /// Shard-wide: tokens, last refill, tokens per second.
+    total: (f32, Instant, f32),
 }
 
 impl Sampler {
-    fn new() -> Self {
+    fn new(per_s: u32) -> Self {
+        let per_s = per_s as f32;
         Self {
             buckets: HashMap::with_capacity(1024),
+            total: (per_s, Instant::now(), per_s),
         }
     }
 
     fn allow(&mut self, exporter: u128, now: Instant) -> bool {
+        let (tokens, last, rate) = &mut self.total;
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f32() * *rate).min(*rate);
+        *last = now;
+        if *tokens < 1.0 {
+            return false;
+        }
         if self.buckets.len() >= SAMPLER_MAX_EXPORTERS && !self.buckets.contains_key(&exporter) {
             self.buckets.clear();
         }
@@ -73,6 +96,7 @@ impl Sampler {
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
+            self.total.0 -= 1.0;
             true
         } else {
             false
@@ -125,6 +149,8 @@ struct Local {
     malformed: [u64; Reason::COUNT],
     malformed_since_log: u64,
     last_error: Option<(Rejected, SocketAddr)>,
+    not_allowed: u64,
+    time_suspect: u64,
 }
 
 struct State<'a> {
@@ -139,16 +165,26 @@ struct State<'a> {
     recorders: Recorders,
     overflow: Option<Box<dyn Overflow>>,
     decoder: Decoder,
+    allow: AllowList,
+    /// Busiest sources of not-allowed datagrams, published with the counters when changed.
+    not_allowed_sources: TopSources,
+    time_window_us: (i64, i64),
 }
 
 impl State<'_> {
     /// Decodes one datagram into the current batch, or counts and samples it as malformed.
     fn on_datagram(&mut self, d: Datagram<'_>, received_us: i64, now: Instant) {
         self.local.datagrams += 1;
+        let exporter = addr_to_u128(d.source.ip());
+        if !self.allow.allows(exporter) {
+            self.local.not_allowed += 1;
+            self.not_allowed_sources.add(exporter, 1);
+            return;
+        }
         if !self.batch.flows.has_room_for(decode::MAX_FLOWS) {
             self.seal(now);
         }
-        let exporter = addr_to_u128(d.source.ip());
+        let datagrams_before = self.batch.flows.datagrams.len();
         let meta = DatagramMeta {
             exporter,
             received_us,
@@ -161,7 +197,17 @@ impl State<'_> {
                     // A v9/IPFIX datagram larger than what is left: a fresh batch holds it
                     // (the decoder checked it fits in a whole one).
                     self.seal(now);
-                    self.decoder.datagram(d.data, &meta, &mut self.batch.flows)
+                    let r = self.decoder.datagram(d.data, &meta, &mut self.batch.flows);
+                    if r.is_ok() {
+                        self.local.time_suspect +=
+                            flag_times(&mut self.batch.flows, 0, self.time_window_us);
+                    }
+                    r
+                }
+                Ok(n) => {
+                    self.local.time_suspect +=
+                        flag_times(&mut self.batch.flows, datagrams_before, self.time_window_us);
+                    Ok(n)
                 }
                 r => r,
             }
@@ -190,9 +236,12 @@ impl State<'_> {
     /// Decodes the data sets a template this shard just learned released from the hold.
     fn decode_released(&mut self, now: Instant) {
         loop {
+            let before = self.batch.flows.datagrams.len();
             match self.decoder.released(&mut self.batch.flows) {
                 Ok(None) => break,
                 Ok(Some(n)) => {
+                    self.local.time_suspect +=
+                        flag_times(&mut self.batch.flows, before, self.time_window_us);
                     self.local.flows += u64::from(n);
                     if n > 0 && self.batch.opened_at.is_none() {
                         self.batch.opened_at = Some(now);
@@ -293,6 +342,21 @@ impl State<'_> {
             l.decoded = 0;
             l.flows = 0;
         }
+        if l.time_suspect > 0 {
+            self.counters
+                .flows_time_suspect
+                .fetch_add(l.time_suspect, Relaxed);
+            l.time_suspect = 0;
+        }
+        if l.not_allowed > 0 {
+            self.counters.not_allowed.fetch_add(l.not_allowed, Relaxed);
+            l.not_allowed = 0;
+            self.counters
+                .not_allowed_sources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone_from(&self.not_allowed_sources);
+        }
         if let Some(drops) = rx.kernel_drops() {
             self.counters.kernel_drops.store(drops, Relaxed);
         }
@@ -321,6 +385,26 @@ impl State<'_> {
     }
 }
 
+/// Flags (and counts) the rows of the datagrams from index `from` on whose start or end lies
+/// more than `ahead` µs after the datagram's arrival, or whose end more than `behind` µs
+/// before it.
+fn flag_times(cols: &mut Columns, from: usize, (ahead, behind): (i64, i64)) -> u64 {
+    let mut flagged = 0;
+    for d in cols.datagrams.get(from..).unwrap_or(&[]) {
+        let rx_ms = d.received_us / 1000;
+        let (hi, lo) = (rx_ms + ahead / 1000, rx_ms - behind / 1000);
+        let rows = d.first_flow as usize..d.first_flow as usize + usize::from(d.count);
+        for i in rows {
+            let (start, end) = (cols.flow_start_ms[i], cols.flow_end_ms[i]);
+            if start > hi || end > hi || end < lo {
+                cols.present[i] |= present::TIME_SUSPECT;
+                flagged += 1;
+            }
+        }
+    }
+    flagged
+}
+
 fn unix_us(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
@@ -345,13 +429,16 @@ pub fn run(
         counters: &counters,
         batch,
         flush_interval: cfg.flush_interval,
-        sampler: Sampler::new(),
+        sampler: Sampler::new(cfg.samples_per_s),
         local: Local::default(),
         last_log: Instant::now() - LOG_EVERY,
         id: cfg.id,
         recorders: cfg.recorders,
         overflow: cfg.overflow.take(),
         decoder: Decoder::new(cfg.netflow.clone()),
+        allow: cfg.allow.clone(),
+        not_allowed_sources: TopSources::default(),
+        time_window_us: cfg.time_window_us,
     };
     let mut drain_until: Option<Instant> = None;
     let mut last_drop_check = Instant::now();

@@ -1,19 +1,27 @@
-//! Prometheus metrics over HTTP (`--metrics ADDR`, off by default): `GET /metrics` returns
-//! the text exposition format. It reads the same counters as the statistics line (per shard
-//! and per writer), the queue depth, the latency percentiles of the last collection and the
-//! per-exporter table; it never touches the hot path beyond those atomic loads.
+//! Prometheus metrics over HTTP (`--metrics PORT|ADDR`, off by default; a bare port listens
+//! on loopback only): `GET /metrics` returns the text exposition format. It reads the same
+//! counters as the statistics line (per shard and per writer), the queue depth, the latency
+//! percentiles of the last collection and the per-exporter table; it never touches the hot
+//! path beyond those atomic loads.
+//!
+//! Each connection is answered on its own thread (at most [`MAX_CLIENTS`] at once; beyond
+//! that a client gets `503` at once), with read and write timeouts, so a slow or stalled
+//! client cannot hold up other scrapes. The exporter table, which writers lock once per
+//! COPY, is copied out under its lock (a few numbers per exporter) and rendered after it is
+//! released.
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::exporters::{ExporterStats, ExporterTable};
+use super::exporters::{ExporterKey, ExporterStats, ExporterTable};
 use super::latency::LatencySummary;
 use super::stats::{Counters, DecodeTotals, ShardTotals, SpoolTotals, WriterTotals};
 use crate::flow::batch::u128_to_addr;
@@ -29,27 +37,71 @@ pub struct Sources {
     pub latency: Arc<Mutex<LatencySummary>>,
 }
 
+/// Connections answered at once; more get `503 Service Unavailable` straight away.
+pub const MAX_CLIENTS: usize = 8;
+/// How long a client may take to send its request, and to take the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request head read (a request line and a few headers).
+const MAX_REQUEST_BYTES: u64 = 8192;
+
 /// Binds `addr` and serves metrics from a background thread for the life of the process.
 pub fn serve(addr: SocketAddr, sources: Sources) -> Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint {addr}"))?;
     let local = listener.local_addr()?;
+    let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("nfpg-metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &sources) {
-                    tracing::debug!("metrics request: {e}");
+                if busy.fetch_add(1, SeqCst) >= MAX_CLIENTS {
+                    busy.fetch_sub(1, SeqCst);
+                    let _ = refuse(stream);
+                    continue;
+                }
+                let (sources, busy) = (sources.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("nfpg-metrics-client".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(stream, &sources) {
+                            tracing::debug!("metrics request: {e}");
+                        }
+                        busy.fetch_sub(1, SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("metrics: no thread for a client: {e}");
                 }
             }
         })?;
     Ok(local)
 }
 
+/// Too many clients at once: a short answer, without waiting for the request. What the
+/// client already sent is read first (without blocking), so closing does not reset the
+/// connection before the client reads the answer.
+fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nonblocking(true)?;
+    let mut sink = [0u8; 1024];
+    let mut drained = 0;
+    while drained < MAX_REQUEST_BYTES {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => drained += n as u64,
+            _ => break,
+        }
+    }
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(Duration::from_millis(200)))?;
+    stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )?;
+    stream.shutdown(std::net::Shutdown::Write)
+}
+
 fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut reader = BufReader::new(stream.try_clone()?.take(MAX_REQUEST_BYTES));
     reader.read_line(&mut line)?;
     // Read the rest of the request head.
     let mut h = String::new();
@@ -72,9 +124,6 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
     )?;
     stream.flush()
 }
-
-/// A metric with its Prometheus type: name, type, help text, and how to read it.
-type KindMetric<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -218,48 +267,115 @@ pub fn render(src: &Sources) -> String {
             p.count
         );
     }
-    let table = src.exporters.lock().unwrap_or_else(|p| p.into_inner());
-    let exporter_metrics: [KindMetric<ExporterStats>; 6] = [
+    // Copy out under the lock (writers take it once per COPY), render after.
+    let (rows, tracked, evicted, untracked, unwritten) = {
+        let table = src.exporters.lock().unwrap_or_else(|p| p.into_inner());
+        let rows: Vec<(ExporterKey, [f64; 8])> = table
+            .iter()
+            .map(|(k, s)| (*k, exporter_values(s)))
+            .collect();
+        (
+            rows,
+            table.len(),
+            table.evicted(),
+            table.untracked_datagrams(),
+            table.evicted_unwritten(),
+        )
+    };
+    for (name, kind, help, v) in [
+        (
+            "nfpg_exporters_tracked",
+            "gauge",
+            "Exporters tracked now for per-exporter statistics (--max-exporters).",
+            tracked as u64,
+        ),
+        (
+            "nfpg_exporters_evicted_total",
+            "counter",
+            "Exporters dropped from the in-memory table: idle, or the longest silent while it was nearly full.",
+            evicted,
+        ),
+        (
+            "nfpg_exporters_untracked_datagrams_total",
+            "counter",
+            "Datagrams of exporters not tracked because the table was full (their flows are stored).",
+            untracked,
+        ),
+        (
+            "nfpg_exporters_evicted_unwritten_datagrams_total",
+            "counter",
+            "Datagrams whose per-exporter figures an eviction dropped before they were written (their flows are stored).",
+            unwritten,
+        ),
+    ] {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    let mut top = super::top::TopSources::default();
+    for c in &src.counters.shards {
+        top.merge(
+            &c.not_allowed_sources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+    }
+    family(
+        &mut o,
+        "nfpg_not_allowed_source_datagrams",
+        "gauge",
+        "Datagrams from the busiest sources not on --allow-exporters (ten at most; an estimate that may be high by at most the error label).",
+    );
+    for (addr, n, err) in top.top(10) {
+        let _ = writeln!(
+            o,
+            "nfpg_not_allowed_source_datagrams{{source=\"{addr}\",error=\"{err}\"}} {n}"
+        );
+    }
+    let exporter_metrics: [(&str, &str, &str); 8] = [
         (
             "nfpg_exporter_datagrams_total",
             "counter",
             "Datagrams stored, per exporter.",
-            |s| s.datagrams as f64,
         ),
         (
             "nfpg_exporter_flows_total",
             "counter",
             "Flows stored, per exporter.",
-            |s| s.flows as f64,
         ),
         (
             "nfpg_exporter_packets_total",
             "counter",
             "Packets in stored flows, per exporter.",
-            |s| s.packets as f64,
         ),
         (
             "nfpg_exporter_bytes_total",
             "counter",
             "Bytes in stored flows, per exporter.",
-            |s| s.bytes as f64,
         ),
         (
             "nfpg_exporter_lost_flows_total",
             "counter",
             "Flows lost according to the exporter's sequence numbers.",
-            |s| s.sequence.lost() as f64,
+        ),
+        (
+            "nfpg_exporter_restarts_total",
+            "counter",
+            "Exporter restarts (or sequence resets) seen.",
+        ),
+        (
+            "nfpg_exporter_suspect_datagrams_total",
+            "counter",
+            "Datagrams whose sequence number no real exporter run explains (spoofed or corrupt); not counted as loss.",
         ),
         (
             "nfpg_exporter_last_seen_seconds",
             "gauge",
             "Unix time of the exporter's latest stored datagram.",
-            |s| s.last_seen_us as f64 / 1e6,
         ),
     ];
-    for (name, kind, help, get) in exporter_metrics {
+    for (m, (name, kind, help)) in exporter_metrics.into_iter().enumerate() {
         family(&mut o, name, kind, help);
-        for (k, s) in table.iter() {
+        for (k, v) in &rows {
             let _ = writeln!(
                 o,
                 "{name}{{exporter=\"{}\",engine=\"{}/{}\",domain=\"{}\"}} {}",
@@ -267,9 +383,23 @@ pub fn render(src: &Sources) -> String {
                 k.engine_type,
                 k.engine_id,
                 k.source_id,
-                get(s)
+                v[m]
             );
         }
     }
     o
+}
+
+/// The per-exporter values, in the order of the exporter families.
+fn exporter_values(s: &ExporterStats) -> [f64; 8] {
+    [
+        s.datagrams as f64,
+        s.flows as f64,
+        s.packets as f64,
+        s.bytes as f64,
+        s.sequence.lost() as f64,
+        s.sequence.restarts() as f64,
+        s.sequence.suspect_datagrams() as f64,
+        s.last_seen_us as f64 / 1e6,
+    ]
 }

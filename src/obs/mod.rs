@@ -13,3 +13,4 @@ pub mod host;
 pub mod latency;
 pub mod metrics;
 pub mod stats;
+pub mod top;

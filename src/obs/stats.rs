@@ -9,9 +9,9 @@
 //! Each shard and writer owns a cache-padded block of atomics that only it writes, added to
 //! once per receive batch or per COPY (never per flow). The collector's statistics loop reads
 //! them into a [`Snapshot`], logs a line every interval, and prints the final one as JSON at
-//! exit. Every datagram ends in exactly one of: decoded, malformed (by reason), or still
-//! queued in the kernel when we stopped; every decoded flow in: written, or dropped by a
-//! writer (with the error logged).
+//! exit. Every datagram ends in exactly one of: decoded, malformed (by reason), not allowed
+//! (its source is not on --allow-exporters), or still queued in the kernel when we stopped;
+//! every decoded flow in: written, or dropped by a writer (with the error logged).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -100,10 +100,17 @@ counters! {
         ring_exhausted,
         /// io_uring completions whose message header could not be parsed (datagram lost).
         unparsed_completions,
+        /// Datagrams from sources not on --allow-exporters, dropped before decoding.
+        not_allowed,
+        /// Flows stored with time_suspect set: their times lie more than --max-ahead after
+        /// their arrival, or their end more than --max-behind before it.
+        flows_time_suspect,
     }
     extra {
         /// Malformed datagrams, indexed by `Reason as usize`.
         malformed: [AtomicU64; Reason::COUNT],
+        /// The busiest sources of `not_allowed` datagrams (published by the shard).
+        not_allowed_sources: std::sync::Mutex<crate::obs::top::TopSources>,
     }
 }
 
@@ -157,6 +164,9 @@ counters! {
         templates_changed,
         /// Templates the exporter withdrew.
         templates_withdrawn,
+        /// New templates refused because --max-templates were already kept (their data is held
+        /// and then given up).
+        templates_refused,
         /// Templates that cannot be used (e.g. a field of an impossible length); their data is
         /// held until a usable definition comes.
         templates_unusable,
@@ -258,6 +268,15 @@ pub struct ShardSnapshot {
     pub malformed: u64,
 }
 
+/// One source of a top list.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SourceCount {
+    pub source: std::net::IpAddr,
+    pub datagrams: u64,
+    /// Most by which `datagrams` may be too high.
+    pub error: u64,
+}
+
 /// Totals at one moment: every counter summed over its threads, plus the gauges.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Snapshot {
@@ -284,6 +303,17 @@ pub struct Snapshot {
     /// Sealed batches waiting for a writer.
     pub queue_depth: usize,
     pub shards: Vec<ShardSnapshot>,
+    /// The busiest sources of `not_allowed` datagrams, busiest first (at most ten; a count
+    /// may be over by at most its `error`).
+    pub not_allowed_top: Vec<SourceCount>,
+    /// Exporters tracked now for per-exporter statistics (filled in by the collector).
+    pub exporters_tracked: u64,
+    /// Exporters evicted from the table (idle, or the longest silent while it was full).
+    pub exporters_evicted: u64,
+    /// Datagrams of exporters not tracked because the table was full (flows stored).
+    pub exporters_untracked_datagrams: u64,
+    /// Datagrams whose per-exporter figures an eviction dropped unwritten (flows stored).
+    pub exporters_evicted_unwritten_datagrams: u64,
     /// Percentiles per stage since start (filled in by the collector at exit).
     pub latency: crate::obs::latency::LatencySummary,
 }
@@ -305,7 +335,13 @@ impl Counters {
             queue_depth,
             ..Default::default()
         };
+        let mut top = crate::obs::top::TopSources::default();
         for (i, c) in self.shards.iter().enumerate() {
+            top.merge(
+                &c.not_allowed_sources
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
             let totals = c.read();
             let malformed = c.malformed();
             s.shard.add(&totals);
@@ -316,6 +352,15 @@ impl Counters {
                 malformed: malformed.total(),
             });
         }
+        s.not_allowed_top = top
+            .top(10)
+            .into_iter()
+            .map(|(source, datagrams, error)| SourceCount {
+                source,
+                datagrams,
+                error,
+            })
+            .collect();
         for c in &self.writers {
             s.writer.add(&c.read());
         }

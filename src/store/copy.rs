@@ -63,6 +63,10 @@ pub const FLOW_COLUMNS: &[&str] = &[
 /// `inet`s of IPv6 size, and every other field at 8 bytes.
 pub const MAX_ROW_BYTES: usize = 2 + 36 * 4 + 6 * 20 + 30 * 8;
 
+/// The column nfpg sets when a flow's times lie far from its arrival (see
+/// `--max-ahead`/`--max-behind`); NULL otherwise.
+pub const TIME_SUSPECT_COLUMN: &str = "time_suspect";
+
 /// The columns of a [`Shape::Basic`] COPY: those a v5 record fills (the first 25) and the
 /// sampling source.
 pub const BASIC_COLUMNS: [&str; 26] = {
@@ -76,9 +80,26 @@ pub const BASIC_COLUMNS: [&str; 26] = {
     c
 };
 
+/// A column list with `time_suspect` appended.
+const fn with_flag<const N: usize, const M: usize>(cols: &[&'static str]) -> [&'static str; M] {
+    let mut c = [""; M];
+    let mut i = 0;
+    while i < N {
+        c[i] = cols[i];
+        i += 1;
+    }
+    c[N] = TIME_SUSPECT_COLUMN;
+    c
+}
+
+const BASIC_FLAGGED_COLUMNS: [&str; 27] = with_flag::<26, 27>(&BASIC_COLUMNS);
+const FULL_FLAGGED_COLUMNS: [&str; 37] = with_flag::<36, 37>(FLOW_COLUMNS);
+
 /// Which columns a COPY carries. A batch of v5 flows has nothing for the ten columns only
 /// v9/IPFIX fill; leaving them out of the COPY (they stay NULL) spares PostgreSQL parsing ten
-/// NULLs per row, so v5 ingest costs what it did before those columns existed.
+/// NULLs per row, so v5 ingest costs what it did before those columns existed. Likewise
+/// `time_suspect` is sent only in a COPY that has a flagged row. The names are stored in
+/// spool segments: they never change meaning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shape {
@@ -87,18 +108,36 @@ pub enum Shape {
     /// [`FLOW_COLUMNS`]: all of them.
     #[default]
     Full,
+    /// [`Shape::Basic`] and `time_suspect`.
+    BasicFlagged,
+    /// [`Shape::Full`] and `time_suspect`.
+    FullFlagged,
 }
 
 impl Shape {
-    /// The shape for these batches: basic when every datagram is v5.
-    pub fn of<'a>(batches: impl IntoIterator<Item = &'a Columns>) -> Shape {
+    /// Every shape.
+    pub const ALL: [Shape; 4] = [
+        Shape::Basic,
+        Shape::Full,
+        Shape::BasicFlagged,
+        Shape::FullFlagged,
+    ];
+
+    /// The shape for these batches: basic when every datagram is v5, flagged when a row's
+    /// times are suspect.
+    pub fn of<'a>(batches: impl IntoIterator<Item = &'a Columns> + Clone) -> Shape {
         let all_v5 = batches
+            .clone()
             .into_iter()
             .all(|b| b.datagrams.iter().all(|d| d.version == 5));
-        if all_v5 {
-            Shape::Basic
-        } else {
-            Shape::Full
+        let flagged = batches
+            .into_iter()
+            .any(|b| b.present.iter().fold(0, |a, &p| a | p) & p::TIME_SUSPECT != 0);
+        match (all_v5, flagged) {
+            (true, false) => Shape::Basic,
+            (false, false) => Shape::Full,
+            (true, true) => Shape::BasicFlagged,
+            (false, true) => Shape::FullFlagged,
         }
     }
 
@@ -106,7 +145,17 @@ impl Shape {
         match self {
             Shape::Basic => &BASIC_COLUMNS,
             Shape::Full => FLOW_COLUMNS,
+            Shape::BasicFlagged => &BASIC_FLAGGED_COLUMNS,
+            Shape::FullFlagged => &FULL_FLAGGED_COLUMNS,
         }
+    }
+
+    fn full(self) -> bool {
+        matches!(self, Shape::Full | Shape::FullFlagged)
+    }
+
+    fn flagged(self) -> bool {
+        matches!(self, Shape::BasicFlagged | Shape::FullFlagged)
     }
 }
 
@@ -189,7 +238,8 @@ pub fn encode_copy<'a>(
 pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
     out.reserve(batch.len() * MAX_ROW_BYTES);
     let field_count = (shape.columns().len() as i16).to_be_bytes();
-    let full = shape == Shape::Full;
+    let full = shape.full();
+    let flagged = shape.flagged();
     for dg in &batch.datagrams {
         let received = pg_time_from_unix_us(dg.received_us);
         let start = dg.first_flow as usize;
@@ -239,6 +289,9 @@ pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
             i64_field(out, received);
             if !full {
                 i16_field(out, i16::from(batch.sampling_source[i]));
+                if flagged {
+                    opt!(p::TIME_SUSPECT, out.extend_from_slice(&[0, 0, 0, 1, 1]));
+                }
                 continue;
             }
             i64_field(out, source_id);
@@ -264,6 +317,9 @@ pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
                 i32_field(out, i32::from(batch.post_nat_dst_port[i]))
             );
             i16_field(out, i16::from(batch.sampling_source[i]));
+            if flagged {
+                opt!(p::TIME_SUSPECT, out.extend_from_slice(&[0, 0, 0, 1, 1]));
+            }
         }
     }
 }

@@ -10,16 +10,18 @@ use super::db::Schema;
 use super::spool::{Identity, Spool};
 use crate::obs::exporters::{ExporterDelta, ExporterTable};
 
-/// Writes exporter deltas with one statement.
+/// Writes at most `max_rows` exporter deltas with one statement (the rest wait for the next
+/// call), so a table full of exporters costs bounded work per update.
 pub fn flush_exporters(
     client: &mut postgres::Client,
     schema: &Schema,
     table: &Mutex<ExporterTable>,
+    max_rows: usize,
 ) -> Result<usize> {
     let deltas = table
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .take_deltas();
+        .take_deltas(max_rows);
     if deltas.is_empty() {
         return Ok(0);
     }
@@ -34,13 +36,14 @@ pub fn flush_exporters(
     let sql = schema.render(
         "INSERT INTO {schema}.exporters AS e (exporter, engine_type, engine_id, first_seen, last_seen,
              datagrams, flows, packets, bytes, flows_lost, restarts, last_sequence,
-             netflow_version, sampling_interval, sampling_mode, datagrams_per_s, source_id)
+             netflow_version, sampling_interval, sampling_mode, datagrams_per_s, source_id,
+             suspect_datagrams)
          SELECT a, t, i, to_timestamp(fs::float8 / 1e6), to_timestamp(ls::float8 / 1e6),
-                dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d
+                dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d, sp
          FROM unnest($1::inet[], $2::int2[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
                      $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
-                     $13::int2[], $14::int4[], $15::int2[], $16::float8[], $17::int8[])
-              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d)
+                     $13::int2[], $14::int4[], $15::int2[], $16::float8[], $17::int8[], $18::int8[])
+              AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d, sp)
          ON CONFLICT (exporter, engine_type, engine_id, source_id) DO UPDATE SET
              first_seen = least(e.first_seen, excluded.first_seen),
              last_seen = greatest(e.last_seen, excluded.last_seen),
@@ -50,6 +53,7 @@ pub fn flush_exporters(
              bytes = e.bytes + excluded.bytes,
              flows_lost = e.flows_lost + excluded.flows_lost,
              restarts = e.restarts + excluded.restarts,
+             suspect_datagrams = e.suspect_datagrams + excluded.suspect_datagrams,
              last_sequence = excluded.last_sequence,
              netflow_version = excluded.netflow_version,
              sampling_interval = excluded.sampling_interval,
@@ -76,6 +80,7 @@ pub fn flush_exporters(
             &sm,
             &rate,
             &col(|d| d.source_id),
+            &col(|d| d.suspect),
         ],
     );
     match result {
@@ -108,6 +113,8 @@ pub struct ExporterRow {
     pub silent_s: i64,
     /// v9 source id / IPFIX observation domain (0 for v5).
     pub source_id: i64,
+    /// Datagrams whose sequence number no real exporter run explains (not counted as loss).
+    pub suspect_datagrams: i64,
 }
 
 /// Every exporter, busiest first.
@@ -120,7 +127,8 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
                     restarts, datagrams_per_s,
                     to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                     to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                    extract(epoch FROM now() - last_seen)::int8, source_id
+                    extract(epoch FROM now() - last_seen)::int8, source_id,
+                    suspect_datagrams
              FROM {schema}.exporters ORDER BY flows DESC",
         ),
         &[],
@@ -142,6 +150,7 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
             last_seen_utc: r.get(12),
             silent_s: r.get(13),
             source_id: r.get(14),
+            suspect_datagrams: r.get(15),
         })
         .collect())
 }

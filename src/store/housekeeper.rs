@@ -1,5 +1,6 @@
 //! The housekeeper thread: keeps day partitions ahead of the clock, indexes closed days,
-//! prunes old COPY markers and writes the exporters table and the v9/IPFIX templates learned
+//! prunes old COPY markers and malformed-datagram samples, evicts idle exporters from
+//! memory once their figures are written, and writes the exporters table and the v9/IPFIX templates learned
 //! every `--exporter-interval`, while the database is up.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -14,57 +15,120 @@ use super::templates::{self, TemplateChange};
 use crate::decode::netflow::Shared as NetflowShared;
 use crate::obs::exporters::ExporterTable;
 
-/// Keeps partitions ahead of the clock and the exporters table current.
-pub fn run(
-    conninfo: String,
-    schema: Schema,
-    table: Arc<Mutex<ExporterTable>>,
-    interval: Duration,
-    stop: Arc<AtomicBool>,
-    health: Arc<Health>,
-    netflow: Arc<NetflowShared>,
-) {
-    let mut client: Option<postgres::Client> = None;
-    // First partition upkeep a minute after start (not on the start-up path), then hourly.
-    let mut next_partitions = Instant::now() + Duration::from_secs(60);
-    let mut last_flush = Instant::now();
-    while !stop.load(Relaxed) {
-        thread::sleep(Duration::from_millis(100));
-        if last_flush.elapsed() < interval {
-            continue;
-        }
-        last_flush = Instant::now();
-        // While the database is down the replayer probes it and says so; the exporter
-        // deltas wait in memory (and go beside the spool at stop).
-        if !health.is_up() {
-            continue;
-        }
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = db::connect(&conninfo)
-                .map_err(|e| tracing::warn!("housekeeper: {e:#}"))
-                .ok();
-        }
-        let Some(c) = client.as_mut() else { continue };
-        if let Err(e) = flush_exporters(c, &schema, &table) {
-            tracing::warn!("updating the exporters table: {e:#}");
-        }
-        write_templates(c, &schema, &netflow);
-        if Instant::now() >= next_partitions {
-            next_partitions = Instant::now() + Duration::from_secs(3600);
-            if let Err(e) = db::ensure_partitions(c, &schema, 3) {
-                tracing::warn!("creating flow partitions: {e:#}");
+/// What the housekeeper keeps and how often.
+pub struct Housekeeper {
+    pub conninfo: String,
+    pub schema: Schema,
+    pub table: Arc<Mutex<ExporterTable>>,
+    /// Between updates of the exporters table.
+    pub interval: Duration,
+    /// Most exporter rows written per update.
+    pub exporter_rows: usize,
+    /// Silence after which an exporter leaves the in-memory table.
+    pub exporter_idle: Duration,
+    /// Days malformed-datagram samples are kept.
+    pub malformed_keep_days: u32,
+    pub stop: Arc<AtomicBool>,
+    pub health: Arc<Health>,
+    pub netflow: Arc<NetflowShared>,
+}
+
+/// Malformed samples deleted at most per statement (a short transaction each).
+const MALFORMED_DELETE_BATCH: i64 = 10_000;
+
+impl Housekeeper {
+    /// Keeps partitions ahead of the clock and the exporters table current, until `stop`.
+    pub fn run(self) {
+        let mut client: Option<postgres::Client> = None;
+        // First partition upkeep a minute after start (not on the start-up path), then hourly.
+        let mut next_partitions = Instant::now() + Duration::from_secs(60);
+        let mut last_flush = Instant::now();
+        while !self.stop.load(Relaxed) {
+            thread::sleep(Duration::from_millis(100));
+            if last_flush.elapsed() < self.interval {
+                continue;
             }
-            if let Err(e) = c.execute(
-                &schema.render("DELETE FROM {schema}.nfpg_copies WHERE committed_at < now() - interval '1 day'"),
-                &[],
-            ) {
-                tracing::warn!("pruning COPY markers: {e:#}");
+            last_flush = Instant::now();
+            // While the database is down the replayer probes it and says so; the exporter
+            // deltas wait in memory (and go beside the spool at stop).
+            if !self.health.is_up() {
+                continue;
             }
-            match db::index_closed_partitions(c, &schema) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("indexed {n} closed day partition(s) for address lookups"),
-                Err(e) => tracing::warn!("indexing closed flow partitions: {e:#}"),
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = db::connect(&self.conninfo)
+                    .map_err(|e| tracing::warn!("housekeeper: {e:#}"))
+                    .ok();
             }
+            let Some(c) = client.as_mut() else { continue };
+            match flush_exporters(c, &self.schema, &self.table, self.exporter_rows) {
+                Ok(_) => {
+                    let now_us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as i64);
+                    let idle = self.exporter_idle.as_micros() as i64;
+                    let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = t.evict(now_us, idle);
+                    if n > 0 {
+                        tracing::debug!("{n} idle exporter(s) left the in-memory table");
+                    }
+                }
+                Err(e) => tracing::warn!("updating the exporters table: {e:#}"),
+            }
+            write_templates(c, &self.schema, &self.netflow);
+            if Instant::now() >= next_partitions {
+                next_partitions = Instant::now() + Duration::from_secs(3600);
+                self.hourly(c);
+            }
+        }
+    }
+
+    /// Partitions ahead, old COPY markers and malformed samples out, closed days indexed.
+    fn hourly(&self, c: &mut postgres::Client) {
+        let schema = &self.schema;
+        if let Err(e) = db::ensure_partitions(c, schema, 3) {
+            tracing::warn!("creating flow partitions: {e:#}");
+        }
+        if let Err(e) = c.execute(
+            &schema.render(
+                "DELETE FROM {schema}.nfpg_copies WHERE committed_at < now() - interval '1 day'",
+            ),
+            &[],
+        ) {
+            tracing::warn!("pruning COPY markers: {e:#}");
+        }
+        match prune_malformed(c, schema, self.malformed_keep_days) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!("removed {n} malformed-datagram sample(s) past their keep time")
+            }
+            Err(e) => tracing::warn!("pruning malformed-datagram samples: {e:#}"),
+        }
+        match db::index_closed_partitions(c, schema) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("indexed {n} closed day partition(s) for address lookups"),
+            Err(e) => tracing::warn!("indexing closed flow partitions: {e:#}"),
+        }
+    }
+}
+
+/// Deletes malformed-datagram samples older than `keep_days`, in short batches. Returns how
+/// many.
+pub fn prune_malformed(
+    c: &mut postgres::Client,
+    schema: &Schema,
+    keep_days: u32,
+) -> Result<u64, postgres::Error> {
+    let sql = schema.render(
+        "DELETE FROM {schema}.malformed_datagrams WHERE id IN (
+             SELECT id FROM {schema}.malformed_datagrams
+             WHERE received_at < now() - make_interval(days => $1) LIMIT $2)",
+    );
+    let mut total = 0;
+    loop {
+        let n = c.execute(&sql, &[&(keep_days as i32), &MALFORMED_DELETE_BATCH])?;
+        total += n;
+        if n < MALFORMED_DELETE_BATCH as u64 {
+            return Ok(total);
         }
     }
 }

@@ -10,6 +10,8 @@
 pub mod copy;
 pub mod db;
 pub mod exporters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod housekeeper;
 pub mod pgserver;

@@ -5,6 +5,14 @@
 //! for ingest, used over its socket, and stopped when the [`PgServer`] is dropped. PostgreSQL
 //! refuses to run as root, so as root it runs as the `postgres` system user. The test suite
 //! uses the same type, so tests need no server running beforehand.
+//!
+//! It admits only nfpg. The directory and `run/` are mode 0700 (owned by the user the server
+//! runs as), and at every start, before the server starts, nfpg rewrites the cluster's
+//! `pg_hba.conf` and `pg_ident.conf`: the superuser `nfpg` logs in by peer authentication,
+//! mapped only from the OS user running nfpg (and `postgres`, the server's own user, when that
+//! is root); any other role needs its SCRAM password; nothing is accepted over TCP. Clusters
+//! made by older nfpg versions (trust authentication) are locked the same way at their next
+//! start.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +44,10 @@ max_connections = 100
 log_min_messages = warning
 log_checkpoints = off
 ";
+
+/// The peer-authentication map (pg_ident.conf) naming the OS users that may log in as
+/// [`SUPERUSER`].
+const IDENT_MAP: &str = "nfpg";
 
 /// A running private server; stopped on drop.
 pub struct PgServer {
@@ -134,6 +146,9 @@ impl PgServer {
     pub fn start(dir: &Path) -> Result<Self> {
         let bin = find_bin_dir()?;
         let run_as = run_as_postgres()?;
+        // The server needs none of the capabilities nfpg may have been given (systemd's
+        // AmbientCapabilities would pass them on to it).
+        crate::sys::clear_ambient_capabilities();
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         if let Some((uid, _)) = run_as {
@@ -147,8 +162,8 @@ impl PgServer {
         };
         let run = server.socket_dir();
         fs::create_dir_all(&run)?;
-        server.give_to_postgres(&server.dir)?;
-        server.give_to_postgres(&run)?;
+        server.make_private(&server.dir)?;
+        server.make_private(&run)?;
         let socket = run.join(format!(".s.PGSQL.{PORT}"));
         if socket.as_os_str().len() > 100 {
             bail!(
@@ -172,6 +187,8 @@ impl PgServer {
         }
         fs::write(server.data_dir().join("nfpg.conf"), server.settings())?;
         server.give_to_postgres(&server.data_dir().join("nfpg.conf"))?;
+        // The server is stopped: what is written now is what it reads when it starts.
+        server.write_auth()?;
         server
             .pg_ctl(
                 &["start", "-w", "-t", "120", "-l"],
@@ -208,9 +225,58 @@ impl PgServer {
     fn settings(&self) -> String {
         format!(
             "# Written by nfpg at every start; edit postgresql.conf to override.\n\
-             listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\n{INGEST_SETTINGS}",
+             listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\n\
+             unix_socket_permissions = 0700\npassword_encryption = scram-sha-256\n{INGEST_SETTINGS}",
             self.socket_dir().display()
         )
+    }
+
+    /// The OS users that may log in as [`SUPERUSER`]: the one running nfpg and, when nfpg is
+    /// root, `postgres`, the user the server runs as.
+    fn peer_users(&self) -> Result<Vec<String>> {
+        let me = crate::sys::euid();
+        let mut users = vec![crate::sys::user_name(me).with_context(|| {
+            format!("uid {me} has no user name; PostgreSQL cannot run without one")
+        })?];
+        if let Some((uid, _)) = self.run_as {
+            users.push(
+                crate::sys::user_name(uid)
+                    .with_context(|| format!("uid {uid} has no user name"))?,
+            );
+        }
+        users.dedup();
+        Ok(users)
+    }
+
+    /// Writes `pg_hba.conf` and `pg_ident.conf` (mode 0600): [`SUPERUSER`] by peer
+    /// authentication from [`PgServer::peer_users`] only, other roles with a SCRAM password,
+    /// unix socket only.
+    fn write_auth(&self) -> Result<()> {
+        let hba = format!(
+            "# Written by nfpg at every start: only nfpg gets in. Edits here are overwritten.\n\
+             # The superuser {SUPERUSER} by peer authentication, mapped in pg_ident.conf from the\n\
+             # OS user running nfpg; any other role with its password (SCRAM). No TCP.\n\
+             # TYPE  DATABASE  USER  METHOD\n\
+             local   all       {SUPERUSER}  peer map={IDENT_MAP}\n\
+             local   all       all   scram-sha-256\n"
+        );
+        let mut ident = format!(
+            "# Written by nfpg at every start: the OS users that may log in as {SUPERUSER}.\n\
+             # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n"
+        );
+        for user in self.peer_users()? {
+            ident.push_str(&format!(
+                "{IDENT_MAP} {} {SUPERUSER}\n",
+                ident_token(&user)?
+            ));
+        }
+        for (name, text) in [("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+            let path = self.data_dir().join(name);
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            self.give_to_postgres(&path)?;
+        }
+        Ok(())
     }
 
     fn initdb(&self) -> Result<()> {
@@ -219,7 +285,9 @@ impl PgServer {
         cmd.arg("-D").arg(&pgdata).args([
             "-U",
             SUPERUSER,
-            "--auth=trust",
+            // Replaced by nfpg's own pg_hba.conf before the first start (`write_auth`).
+            "--auth-local=peer",
+            "--auth-host=reject",
             "--encoding=UTF8",
             "--locale=C",
             "--no-sync",
@@ -278,11 +346,20 @@ impl PgServer {
         if let Some((uid, gid)) = self.run_as {
             std::os::unix::fs::chown(path, Some(uid), Some(gid))
                 .with_context(|| format!("chown {}", path.display()))?;
-            if path.is_dir() {
-                fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-            }
         }
         Ok(())
+    }
+
+    /// A directory of the server's, owned by the user the server runs as and closed to
+    /// everyone else (mode 0700), whoever runs nfpg.
+    fn make_private(&self, dir: &Path) -> Result<()> {
+        self.give_to_postgres(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| {
+            format!(
+                "making {} private (mode 0700); it must belong to the user running nfpg",
+                dir.display()
+            )
+        })
     }
 
     /// Stops the server (fast shutdown: open sessions are ended, committed data is kept).
@@ -295,10 +372,41 @@ impl PgServer {
     }
 }
 
+/// A user name as a pg_ident.conf token: bare when plain, else double-quoted.
+fn ident_token(name: &str) -> Result<String> {
+    if name.is_empty() || name.contains(['"', '\n', '\r']) {
+        bail!("user name {name:?} cannot be written into pg_ident.conf");
+    }
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with(['+', '/']);
+    Ok(if plain {
+        name.to_string()
+    } else {
+        format!("\"{name}\"")
+    })
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
             tracing::warn!("stopping the private PostgreSQL server: {e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ident_tokens() {
+        assert_eq!(ident_token("nfpg").unwrap(), "nfpg");
+        assert_eq!(ident_token("john.doe-1").unwrap(), "john.doe-1");
+        assert_eq!(ident_token("ad user").unwrap(), "\"ad user\"");
+        assert_eq!(ident_token("/x").unwrap(), "\"/x\"");
+        assert!(ident_token("a\"b").is_err());
+        assert!(ident_token("").is_err());
     }
 }

@@ -471,7 +471,14 @@ fn parse_signature(head: &[u8], path: &Path) -> Result<usize> {
 /// A whole segment file.
 pub fn read_segment(path: &Path) -> Result<Segment> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let ext = parse_signature(&bytes, path)?;
+    parse_segment(path, &bytes)
+}
+
+/// A segment from the bytes of its file (`path` names it, in errors and in
+/// [`Segment::path`]): what [`read_segment`] does once the file is read, apart so that it can
+/// be fed arbitrary bytes (the `spool_segment` fuzz target).
+pub fn parse_segment(path: &Path, bytes: &[u8]) -> Result<Segment> {
+    let ext = parse_signature(bytes, path)?;
     let start = 19 + ext;
     if bytes.len() < start + TRAILER.len() || bytes[bytes.len() - 2..] != *TRAILER {
         bail!("{} is truncated (no COPY trailer)", path.display());

@@ -134,8 +134,8 @@ fn copy_line(context: &str) -> Option<usize> {
 pub struct PgSink {
     conninfo: String,
     schema: Schema,
-    copy_basic: String,
-    copy_full: String,
+    /// The COPY statement of each shape, in the order of [`Shape::ALL`].
+    copy_sql: [String; 4],
     marker_sql: String,
     client: Option<Client>,
 }
@@ -152,8 +152,7 @@ impl PgSink {
     pub fn new(conninfo: &str, schema: &Schema) -> Self {
         Self {
             conninfo: conninfo.to_string(),
-            copy_basic: copy::copy_statement(&schema.quoted(), Shape::Basic),
-            copy_full: copy::copy_statement(&schema.quoted(), Shape::Full),
+            copy_sql: Shape::ALL.map(|shape| copy::copy_statement(&schema.quoted(), shape)),
             marker_sql: schema.render(
                 "INSERT INTO {schema}.nfpg_copies (writer, seq, part, rows) VALUES ($1, $2, $3, $4)",
             ),
@@ -226,10 +225,8 @@ impl PgSink {
         markers: &[[i64; 4]],
     ) -> Result<Committed, WriteError> {
         self.client()?;
-        let copy_sql = match shape {
-            Shape::Basic => &self.copy_basic,
-            Shape::Full => &self.copy_full,
-        };
+        // `Shape::ALL` lists the shapes in declaration order.
+        let copy_sql = &self.copy_sql[shape as usize];
         let Some(client) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };

@@ -132,14 +132,17 @@ impl Nfpg {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nfpg"));
         cmd.arg("run")
             .args(["--listen", listen, "--port", &port.to_string()])
-            .args([
-                "--flush-interval",
-                "0.2",
-                "--stats-interval",
-                "1",
-                "--exporter-interval",
-                "0.5",
-            ])
+            .args(
+                [
+                    ("--flush-interval", "0.2"),
+                    ("--stats-interval", "1"),
+                    ("--exporter-interval", "0.5"),
+                ]
+                .iter()
+                // The caller's own value wins.
+                .filter(|(flag, _)| !extra.contains(flag))
+                .flat_map(|(flag, v)| [*flag, *v]),
+            )
             .args(extra)
             .env_remove("DB_HOST")
             .env_remove("DATABASE_URL")

@@ -67,6 +67,9 @@ pub mod present {
     pub const POST_NAT_DST_ADDR: u32 = 1 << 17;
     pub const POST_NAT_SRC_PORT: u32 = 1 << 18;
     pub const POST_NAT_DST_PORT: u32 = 1 << 19;
+    /// Not a field the exporter sent: the collector found the row's times far from its
+    /// arrival and stores it with `time_suspect` set. Decoders never set it.
+    pub const TIME_SUSPECT: u32 = 1 << 20;
     /// Every field a v5 record carries.
     pub const V5: u32 = NEXT_HOP
         | SRC_PORT

@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod columns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod netflow;
 pub mod pcap;
 pub mod v5;

@@ -28,6 +28,23 @@ mod tests;
 
 pub use uring::uring_supported;
 
+/// For tests that run io_uring where the kernel allows it: whether to run them. Where the
+/// kernel or process refuses io_uring this prints a loud `SKIPPED` line with the reason, and
+/// fails instead when `NFPG_REQUIRE_URING` is set (the CI script sets it: there a skipped
+/// io_uring test must not pass silently).
+pub fn uring_for_tests(test: &str) -> bool {
+    match uring_supported() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("NFPG_REQUIRE_URING").is_some() => {
+            panic!("{test}: io_uring refused ({why}) and NFPG_REQUIRE_URING is set")
+        }
+        Err(why) => {
+            eprintln!("\n*** SKIPPED io_uring in {test}: {why} (NFPG_REQUIRE_URING=1 makes this fail) ***\n");
+            false
+        }
+    }
+}
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -15,9 +15,8 @@ use crate::obs::host::udp_rcvbuf_errors;
 fn backends(rcvbuf: usize) -> Vec<(Box<dyn Receiver>, UdpSocket, SocketAddr)> {
     let mut out = Vec::new();
     let mut kinds = vec![Backend::Mmsg];
-    match uring_supported() {
-        Ok(()) => kinds.push(Backend::Uring),
-        Err(why) => eprintln!("io_uring skipped: {why}"),
+    if super::uring_for_tests(module_path!()) {
+        kinds.push(Backend::Uring);
     }
     for kind in kinds {
         let bound = bind_reuseport("127.0.0.1:0".parse().unwrap(), rcvbuf).unwrap();
@@ -183,9 +182,8 @@ fn measure(kind: Backend, total: u64, size: usize) -> Run {
 fn bench_backends_loopback() {
     const TOTAL: u64 = 200_000;
     let mut kinds = vec![Backend::Mmsg];
-    match uring_supported() {
-        Ok(()) => kinds.push(Backend::Uring),
-        Err(why) => eprintln!("io_uring skipped: {why}"),
+    if super::uring_for_tests(module_path!()) {
+        kinds.push(Backend::Uring);
     }
     for round in 1..=5 {
         // Alternate which backend goes first, so warm-up and drift do not favour one.
