@@ -298,7 +298,7 @@ pub struct RunArgs {
     pub max_behind: f64,
     /// Malformed-datagram samples stored at most per shard per second (every malformed
     /// datagram is counted whether sampled or not).
-    #[arg(long, env = "NFPG_MALFORMED_SAMPLES", default_value_t = 20)]
+    #[arg(long, env = "NFPG_MALFORMED_SAMPLES", default_value_t = 100)]
     pub malformed_samples: u32,
     /// Days malformed-datagram samples are kept.
     #[arg(long, env = "NFPG_MALFORMED_KEEP_DAYS", default_value_t = 7)]
