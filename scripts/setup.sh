@@ -8,9 +8,11 @@
 #               the v9/IPFIX expectations with it. Its debconf question (may non-root users
 #               capture?) takes its default, no, under DEBIAN_FRONTEND=noninteractive.
 #   g++         the C++ compiler libfuzzer-sys builds libFuzzer with (fuzz/; CI builds the targets)
+#   chromium chromium-driver  headless Chromium and its WebDriver: tests/dashboard.rs loads the
+#               dashboard in a real browser
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
-packages=(postgresql softflowd nfdump tshark g++)
+packages=(postgresql softflowd nfdump tshark g++ chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -240,6 +240,11 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 exporter_rows: args.exporter_rows.max(1),
                 exporter_idle: args.exporter_idle(),
                 malformed_keep_days: args.malformed_keep_days,
+                retention_days: args.retention_days,
+                aggregate_retention_days: args.aggregate_retention_days,
+                partitions_ahead: args.partitions_ahead,
+                aggregate_interval: args.aggregate_interval(),
+                aggregate_lag: args.aggregate_lag(),
                 stop,
                 health: health.clone(),
                 netflow: netflow.clone(),
@@ -291,17 +296,24 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         );
     }
 
-    if let Some(addr) = args.metrics {
-        let local = crate::obs::metrics::serve(
-            addr,
+    if args.metrics.is_some() || args.dashboard.is_some() {
+        // One listener when both name the same address; the dashboard reads PostgreSQL itself.
+        crate::dashboard::serve(
+            args.metrics,
+            args.dashboard,
             crate::obs::metrics::Sources {
                 counters: counters.clone(),
                 handoff: handoff.clone(),
                 exporters: exporters.clone(),
                 latency: latency_now.clone(),
             },
+            database
+                .as_ref()
+                .map(|d| crate::dashboard::query::DbSource {
+                    conninfo: d.conninfo.clone(),
+                    schema: schema.clone(),
+                }),
         )?;
-        tracing::info!("metrics on http://{local}/metrics");
     }
     // Logged once every thread runs and the metrics listener is bound: the ready signal.
     tracing::info!(

@@ -50,6 +50,39 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// The busiest sources, destinations, pairs, applications, exporters, ports or ASes among
+    /// the flows that started in the last --last, by estimated bytes (sampling upscaled).
+    Top {
+        /// The window: flows that started this long ago or later (30s, 5m, 1h, 2d).
+        #[arg(long, default_value = "1h", value_parser = crate::store::analysis::parse_duration)]
+        last: Duration,
+        /// What to group by (port and as read raw flows only).
+        #[arg(long, value_enum, default_value = "src")]
+        by: crate::store::analysis::TopBy,
+        /// Rows shown.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Sources with more than --min-flows estimated flows in the last --window (scans,
+    /// floods), with their distinct destinations and destination ports.
+    Anomalies {
+        /// The window: flows that started this long ago or later (30s, 5m, 1h, 2d).
+        #[arg(long, default_value = "5m", value_parser = crate::store::analysis::parse_duration)]
+        window: Duration,
+        /// List sources with more estimated flows than this.
+        #[arg(long, default_value_t = 1000)]
+        min_flows: u64,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Print percentile tables from a --hist-log file; optionally draw latency by percentile.
     Hist {
         /// The interval log written by `nfpg run --hist-log`.
@@ -303,6 +336,29 @@ pub struct RunArgs {
     /// Days malformed-datagram samples are kept.
     #[arg(long, env = "NFPG_MALFORMED_KEEP_DAYS", default_value_t = 7)]
     pub malformed_keep_days: u32,
+    /// Days of raw flows kept: day partitions older than this are dropped by the
+    /// housekeeper (a partition drop, never DELETE). 0 keeps them forever.
+    #[arg(long, env = "NFPG_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u32,
+    /// Days of hourly aggregates kept (usually longer than --retention-days); 0 keeps them
+    /// forever.
+    #[arg(long, env = "NFPG_AGGREGATE_RETENTION_DAYS", default_value_t = 0)]
+    pub aggregate_retention_days: u32,
+    /// Day partitions created ahead of the clock (flows and aggregates).
+    #[arg(long, env = "NFPG_PARTITIONS_AHEAD", default_value_t = 3)]
+    pub partitions_ahead: u32,
+    /// Seconds between updates of the hourly aggregates; 0 turns them off.
+    #[arg(long, env = "NFPG_AGGREGATE_INTERVAL", default_value_t = 60.0)]
+    pub aggregate_interval: f64,
+    /// Seconds a flow row may take from its arrival to its commit and still be aggregated
+    /// by the periodic update (rows replayed from the spool are aggregated as they are
+    /// replayed).
+    #[arg(long, env = "NFPG_AGGREGATE_LAG", default_value_t = 120.0)]
+    pub aggregate_lag: f64,
+    /// Serve the read-only dashboard over HTTP: a port (loopback only, e.g. 9109) or an
+    /// address and port; the same address as --metrics shares that listener. Off by default.
+    #[arg(long, env = "NFPG_DASHBOARD", value_parser = parse_listen_addr)]
+    pub dashboard: Option<std::net::SocketAddr>,
     /// Directory of the durable spool, where flows wait on disk while PostgreSQL cannot take
     /// them [default: spool/ in the data directory].
     #[arg(long, env = "NFPG_SPOOL_DIR")]
@@ -412,6 +468,21 @@ impl RunArgs {
     }
     pub fn exporter_idle(&self) -> Duration {
         secs(self.exporter_idle, 3600.0)
+    }
+    /// Zero when the aggregates are off (`--aggregate-interval 0`).
+    pub fn aggregate_interval(&self) -> Duration {
+        if self.aggregate_interval.is_finite() && self.aggregate_interval > 0.0 {
+            Duration::from_secs_f64(self.aggregate_interval)
+        } else {
+            Duration::ZERO
+        }
+    }
+    pub fn aggregate_lag(&self) -> Duration {
+        if self.aggregate_lag.is_finite() && self.aggregate_lag >= 0.0 {
+            Duration::from_secs_f64(self.aggregate_lag)
+        } else {
+            Duration::from_secs(120)
+        }
     }
     /// (most µs ahead of arrival, most µs behind) a flow's times may be without a flag.
     pub fn time_window_us(&self) -> (i64, i64) {

@@ -20,6 +20,7 @@ pub mod addr;
 pub mod cmd;
 pub mod collector;
 pub mod config;
+pub mod dashboard;
 pub mod decode;
 pub mod flow;
 pub mod ingest;

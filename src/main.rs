@@ -72,6 +72,28 @@ fn main() {
             exit_on_error("nfpg exporters", cmd::exporters::run(&dbargs));
             return;
         }
+        Some(Command::Top {
+            last,
+            by,
+            limit,
+            json,
+            db,
+        }) => {
+            exit_on_error("nfpg top", cmd::top::run(&db, last, by, limit, json));
+            return;
+        }
+        Some(Command::Anomalies {
+            window,
+            min_flows,
+            json,
+            db,
+        }) => {
+            exit_on_error(
+                "nfpg anomalies",
+                cmd::anomalies::run(&db, window, min_flows, json),
+            );
+            return;
+        }
         Some(Command::Hist { file, plot, title }) => {
             exit_on_error("nfpg hist", cmd::hist::hist(&file, plot.as_deref(), &title));
             return;

@@ -16,6 +16,7 @@ const RANKS: &[(&str, u32)] = &[
     ("ingest", 4),
     ("store", 4),
     ("config", 8),
+    ("dashboard", 8),
     ("cmd", 9),
     ("collector", 9),
 ];

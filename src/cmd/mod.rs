@@ -3,6 +3,7 @@
 //! own) and `describe` (what the
 //! outputs are made of, for tools). Each is a small function over the stages below.
 
+pub mod anomalies;
 pub mod describe;
 pub mod exporters;
 pub mod hist;
@@ -10,3 +11,4 @@ pub mod migrate;
 pub mod server;
 pub mod spool;
 pub mod test_mode;
+pub mod top;

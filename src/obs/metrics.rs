@@ -9,6 +9,9 @@
 //! client cannot hold up other scrapes. The exporter table, which writers lock once per
 //! COPY, is copied out under its lock (a few numbers per exporter) and rendered after it is
 //! released.
+//!
+//! The same listener can answer other paths too: [`serve_with`] takes a [`Handler`] that is
+//! asked first for every request (the dashboard uses it, on this listener or on its own).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
@@ -44,14 +47,50 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request head read (a request line and a few headers).
 const MAX_REQUEST_BYTES: u64 = 8192;
 
+/// A request as a [`Handler`] sees it.
+pub struct Request<'a> {
+    /// The request target: path and query (`/api/top?by=src`).
+    pub target: &'a str,
+    /// The `Host` header, when the client sent one.
+    pub host: Option<&'a str>,
+}
+
+/// An answer from a [`Handler`].
+pub struct Response {
+    /// Status line after the version: `200 OK`.
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// Answers the requests it knows (`Some`); `None` leaves the request to `/metrics` (when this
+/// listener serves them) or to a `404`.
+pub type Handler = Arc<dyn Fn(&Request<'_>) -> Option<Response> + Send + Sync>;
+
 /// Binds `addr` and serves metrics from a background thread for the life of the process.
 pub fn serve(addr: SocketAddr, sources: Sources) -> Result<SocketAddr> {
+    serve_with(addr, Some(sources), None)
+}
+
+/// Binds `addr` and answers from a background thread for the life of the process: `handler`
+/// first (when given), then `/metrics` from `metrics` (when given), else `404`.
+pub fn serve_with(
+    addr: SocketAddr,
+    metrics: Option<Sources>,
+    handler: Option<Handler>,
+) -> Result<SocketAddr> {
+    let what = if metrics.is_some() {
+        "metrics"
+    } else {
+        "dashboard"
+    };
     let listener =
-        TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        TcpListener::bind(addr).with_context(|| format!("binding the {what} endpoint {addr}"))?;
     let local = listener.local_addr()?;
     let busy = Arc::new(AtomicUsize::new(0));
+    let routes = Arc::new((metrics, handler));
     std::thread::Builder::new()
-        .name("nfpg-metrics".into())
+        .name(format!("nfpg-{what}"))
         .spawn(move || {
             for stream in listener.incoming().flatten() {
                 if busy.fetch_add(1, SeqCst) >= MAX_CLIENTS {
@@ -59,17 +98,17 @@ pub fn serve(addr: SocketAddr, sources: Sources) -> Result<SocketAddr> {
                     let _ = refuse(stream);
                     continue;
                 }
-                let (sources, busy) = (sources.clone(), busy.clone());
+                let (routes, busy) = (routes.clone(), busy.clone());
                 let spawned = std::thread::Builder::new()
-                    .name("nfpg-metrics-client".into())
+                    .name(format!("nfpg-{what}-client"))
                     .spawn(move || {
-                        if let Err(e) = answer(stream, &sources) {
-                            tracing::debug!("metrics request: {e}");
+                        if let Err(e) = answer(stream, routes.0.as_ref(), routes.1.as_ref()) {
+                            tracing::debug!("{what} request: {e}");
                         }
                         busy.fetch_sub(1, SeqCst);
                     });
                 if let Err(e) = spawned {
-                    tracing::warn!("metrics: no thread for a client: {e}");
+                    tracing::warn!("{what}: no thread for a client: {e}");
                 }
             }
         })?;
@@ -97,29 +136,61 @@ fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
     stream.shutdown(std::net::Shutdown::Write)
 }
 
-fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
+fn answer(
+    mut stream: TcpStream,
+    sources: Option<&Sources>,
+    handler: Option<&Handler>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
     let mut reader = BufReader::new(stream.try_clone()?.take(MAX_REQUEST_BYTES));
     reader.read_line(&mut line)?;
-    // Read the rest of the request head.
+    // Read the rest of the request head, keeping the Host header.
+    let mut host = None;
     let mut h = String::new();
     while reader.read_line(&mut h)? > 2 {
+        if let Some((name, value)) = h.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("host") {
+                host = Some(value.trim().to_string());
+            }
+        }
         h.clear();
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
-    let (status, body) = if path == "/metrics" || path == "/" {
-        ("200 OK", render(sources))
-    } else {
-        (
-            "404 Not Found",
-            "not found; metrics are at /metrics\n".to_string(),
-        )
+    let target = line.split_whitespace().nth(1).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    let request = Request {
+        target,
+        host: host.as_deref(),
+    };
+    let (status, content_type, body, extra) = match handler.and_then(|handler| handler(&request)) {
+        Some(r) => (
+            r.status,
+            r.content_type,
+            r.body,
+            "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+        ),
+        None => match sources {
+            Some(sources) if path == "/metrics" || (path == "/" && handler.is_none()) => {
+                ("200 OK", "text/plain; version=0.0.4", render(sources), "")
+            }
+            Some(_) => (
+                "404 Not Found",
+                "text/plain; version=0.0.4",
+                "not found; metrics are at /metrics\n".to_string(),
+                "",
+            ),
+            None => (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "not found\n".to_string(),
+                "",
+            ),
+        },
     };
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()

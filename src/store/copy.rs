@@ -324,6 +324,43 @@ pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
     }
 }
 
+/// Index of `received_at` in every shape's column list.
+const RECEIVED_AT_FIELD: usize = 24;
+
+/// First and last `received_at` (µs since the Unix epoch) of binary COPY tuples (no header
+/// or trailer), as the spool holds them; `None` when there are none or they do not parse.
+pub fn received_range(tuples: &[u8]) -> Option<(i64, i64)> {
+    let mut at = 0;
+    let mut range: Option<(i64, i64)> = None;
+    let be_i32 = |b: &[u8], at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    while at < tuples.len() {
+        let fields = i16::from_be_bytes(tuples.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        let mut received = None;
+        for f in 0..usize::try_from(fields).ok()? {
+            let len = be_i32(tuples, at)?;
+            at += 4;
+            if len < 0 {
+                continue;
+            }
+            let len = len as usize;
+            if f == RECEIVED_AT_FIELD && len == 8 {
+                let pg = i64::from_be_bytes(tuples.get(at..at + 8)?.try_into().ok()?);
+                received = Some(pg + PG_EPOCH_OFFSET_S * 1_000_000);
+            }
+            at += len;
+        }
+        let t = received?;
+        range = Some(match range {
+            None => (t, t),
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
+        });
+    }
+    range
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,5 +492,64 @@ mod tests {
         assert!(cols.is_aligned());
         let mut out = Vec::new();
         assert_eq!(encode_copy([&cols], &mut out), Shape::Full);
+    }
+
+    #[test]
+    fn received_range_reads_every_row() {
+        use crate::flow::batch::{v4_to_u128, DatagramInfo};
+        let mut b = Columns::with_capacity(30);
+        for (i, rx) in [(0u32, 1_700_000_000_000_123i64), (1, 1_700_000_000_000_001)] {
+            b.datagrams.push(DatagramInfo {
+                exporter: v4_to_u128(0x7f000001),
+                received_us: rx,
+                first_flow: i,
+                count: 1,
+                version: 5,
+                ..Default::default()
+            });
+            b.flow_start_ms.push(0);
+            b.flow_end_ms.push(0);
+            b.src_addr.push(0);
+            b.dst_addr.push(0);
+            b.next_hop.push(0);
+            b.src_port.push(0);
+            b.dst_port.push(0);
+            b.protocol.push(6);
+            b.tcp_flags.push(0);
+            b.tos.push(0);
+            b.input_if.push(0);
+            b.output_if.push(0);
+            b.packets.push(1);
+            b.bytes.push(1);
+            b.src_as.push(0);
+            b.dst_as.push(0);
+            b.src_mask.push(0);
+            b.dst_mask.push(0);
+            b.present.push(nfpg_wire::columns::present::TIME_SUSPECT);
+            b.sampling_interval.push(0);
+            b.sampling_source.push(0);
+        }
+        let mut framed = Vec::new();
+        let shape = encode_copy([&b], &mut framed);
+        assert_eq!(shape, Shape::BasicFlagged);
+        let tuples = &framed[HEADER.len()..framed.len() - TRAILER.len()];
+        assert_eq!(
+            received_range(tuples),
+            Some((1_700_000_000_000_001, 1_700_000_000_000_123))
+        );
+        assert_eq!(received_range(&[]), None);
+        assert_eq!(received_range(&tuples[..10]), None);
+    }
+
+    #[test]
+    fn shapes_are_listed_in_declaration_order() {
+        for (i, s) in Shape::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+        assert_eq!(
+            Shape::FullFlagged.columns().last(),
+            Some(&TIME_SUSPECT_COLUMN)
+        );
+        assert_eq!(Shape::BasicFlagged.columns().len(), 27);
     }
 }

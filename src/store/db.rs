@@ -64,6 +64,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_hostile_input",
         include_str!("../../migrations/0012_hostile_input.sql"),
     ),
+    (
+        "0013_aggregates",
+        include_str!("../../migrations/0013_aggregates.sql"),
+    ),
+    (
+        "0014_original_views",
+        include_str!("../../migrations/0014_original_views.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII).
@@ -560,6 +568,7 @@ pub fn open_database(target: &DbTarget) -> Result<Database> {
             );
             let server = super::pgserver::PgServer::start(dir)?;
             let mut admin = connect(&server.connection_string("postgres"))?;
+            super::original::apply_env_password(&mut admin);
             let exists = admin
                 .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[dbname])?
                 .is_some();

@@ -1,5 +1,6 @@
 //! The housekeeper thread: keeps day partitions ahead of the clock, indexes closed days,
-//! prunes old COPY markers and malformed-datagram samples, evicts idle exporters from
+//! drops day partitions past their retention, keeps the hourly aggregates current, prunes old
+//! COPY markers and malformed-datagram samples, evicts idle exporters from
 //! memory once their figures are written, and writes the exporters table and the v9/IPFIX templates learned
 //! every `--exporter-interval`, while the database is up.
 
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::aggregates;
 use super::db::{self, Schema};
 use super::exporters::flush_exporters;
 use super::health::Health;
@@ -28,6 +30,15 @@ pub struct Housekeeper {
     pub exporter_idle: Duration,
     /// Days malformed-datagram samples are kept.
     pub malformed_keep_days: u32,
+    /// Days of flows and of aggregates kept (0: forever).
+    pub retention_days: u32,
+    pub aggregate_retention_days: u32,
+    /// Day partitions made ahead of the clock.
+    pub partitions_ahead: u32,
+    /// Between updates of the hourly aggregates (zero: off), and how long after its arrival a
+    /// flow is aggregated.
+    pub aggregate_interval: Duration,
+    pub aggregate_lag: Duration,
     pub stop: Arc<AtomicBool>,
     pub health: Arc<Health>,
     pub netflow: Arc<NetflowShared>,
@@ -40,9 +51,11 @@ impl Housekeeper {
     /// Keeps partitions ahead of the clock and the exporters table current, until `stop`.
     pub fn run(self) {
         let mut client: Option<postgres::Client> = None;
-        // First partition upkeep a minute after start (not on the start-up path), then hourly.
-        let mut next_partitions = Instant::now() + Duration::from_secs(60);
+        // First partition upkeep and retention ten seconds after start (not on the start-up
+        // path), then hourly.
+        let mut next_partitions = Instant::now() + Duration::from_secs(10);
         let mut last_flush = Instant::now();
+        let mut next_aggregate = Instant::now() + self.aggregate_interval;
         while !self.stop.load(Relaxed) {
             thread::sleep(Duration::from_millis(100));
             if last_flush.elapsed() < self.interval {
@@ -75,6 +88,14 @@ impl Housekeeper {
                 Err(e) => tracing::warn!("updating the exporters table: {e:#}"),
             }
             write_templates(c, &self.schema, &self.netflow);
+            if !self.aggregate_interval.is_zero() && Instant::now() >= next_aggregate {
+                next_aggregate = Instant::now() + self.aggregate_interval;
+                let span = Duration::from_secs(3600);
+                match aggregates::update(c, &self.schema, self.aggregate_lag, span) {
+                    Ok(n) => tracing::debug!("{n} flow(s) added to the hourly aggregates"),
+                    Err(e) => tracing::warn!("updating the hourly aggregates: {e:#}"),
+                }
+            }
             if Instant::now() >= next_partitions {
                 next_partitions = Instant::now() + Duration::from_secs(3600);
                 self.hourly(c);
@@ -85,8 +106,23 @@ impl Housekeeper {
     /// Partitions ahead, old COPY markers and malformed samples out, closed days indexed.
     fn hourly(&self, c: &mut postgres::Client) {
         let schema = &self.schema;
-        if let Err(e) = db::ensure_partitions(c, schema, 3) {
+        if let Err(e) = db::ensure_partitions(c, schema, self.partitions_ahead as i32) {
             tracing::warn!("creating flow partitions: {e:#}");
+        }
+        if let Err(e) = aggregates::ensure_partitions(c, schema, self.partitions_ahead) {
+            tracing::warn!("creating aggregate partitions: {e:#}");
+        }
+        match aggregates::apply_retention(
+            c,
+            schema,
+            self.retention_days,
+            self.aggregate_retention_days,
+        ) {
+            Ok((0, 0)) => {}
+            Ok((f, a)) => {
+                tracing::info!("retention: dropped {f} flow and {a} aggregate day partition(s)")
+            }
+            Err(e) => tracing::warn!("applying retention: {e:#}"),
         }
         if let Err(e) = c.execute(
             &schema.render(

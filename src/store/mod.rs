@@ -5,8 +5,11 @@
 //! database target), [`pgserver`] (the private server used when none is configured),
 //! [`exporters`] (the exporters table's SQL), [`housekeeper`] (the background upkeep
 //! thread), [`spool`] (the durable spool on disk), [`replay`] (the thread that probes the
-//! database and replays the spool) and [`health`] (whether the database takes writes now). Reads batches from [`crate::flow`], reports to [`crate::obs`].
+//! database and replays the spool) and [`health`] (whether the database takes writes now), [`aggregates`] (the hourly
+//! aggregates and retention). Reads batches from [`crate::flow`], reports to [`crate::obs`].
 
+pub mod aggregates;
+pub mod analysis;
 pub mod copy;
 pub mod db;
 pub mod exporters;
@@ -14,6 +17,7 @@ pub mod exporters;
 pub mod fuzzing;
 pub mod health;
 pub mod housekeeper;
+pub mod original;
 pub mod pgserver;
 pub mod replay;
 pub mod spool;

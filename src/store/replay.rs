@@ -5,6 +5,10 @@
 //! inserted in the same transaction; if that COPY is refused, or one of the markers is already
 //! there, each segment is replayed on its own as below.
 //!
+//! Every replayed COPY also tells the sink its rows' arrival times (read from the tuples), so
+//! rows that arrived before the hourly aggregates' watermark are aggregated in the transaction
+//! that stores them (`PgSink`).
+//!
 //! A segment is committed with its own marker, so a segment whose rows are already in the
 //! database (a COPY whose reply was lost, or a replay interrupted by a crash after COMMIT and
 //! before the file was removed) is skipped, not stored twice. When PostgreSQL refuses rows,
@@ -21,7 +25,7 @@ use std::time::Duration;
 use anyhow::Result;
 use crossbeam_utils::CachePadded;
 
-use super::copy::{HEADER, TRAILER};
+use super::copy::{self, HEADER, TRAILER};
 use super::db::{prepare_schema, Schema};
 use super::health::Health;
 use super::spool::{read_header, Segment, Spool};
@@ -108,6 +112,11 @@ impl Replayer {
                 .iter()
                 .map(|s| (s.header.marker, s.header.rows as usize))
                 .collect();
+            // Their arrival times: rows that arrived before the aggregates' watermark are
+            // added to the aggregates in the same transaction.
+            sink.set_received_range(copy::received_range(
+                &buf[HEADER.len()..buf.len() - TRAILER.len()],
+            ));
             match sink.write_group(&buf, segs[0].header.shape, &markers) {
                 Ok(Committed::Now) => {
                     return Ok(Replayed {
@@ -146,6 +155,7 @@ impl Replayer {
             buf.extend_from_slice(HEADER);
             buf.extend_from_slice(&seg.tuples[offsets[a]..offsets[b]]);
             buf.extend_from_slice(TRAILER);
+            sink.set_received_range(copy::received_range(&seg.tuples[offsets[a]..offsets[b]]));
             match sink.write_copy(&buf, seg.header.shape, b - a, marker, part) {
                 Ok(_) => out.rows += (b - a) as u64,
                 Err(WriteError::Rejected { row, message }) => {

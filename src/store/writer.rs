@@ -22,7 +22,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use crossbeam_utils::CachePadded;
@@ -61,6 +61,9 @@ pub trait Sink: Send {
     ) -> Result<Committed, WriteError>;
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
+    /// The arrival times (µs since the Unix epoch, first and last) of the rows of the next
+    /// COPY, for the hourly aggregates (see [`PgSink`]); `None`: not known.
+    fn set_received_range(&mut self, _range: Option<(i64, i64)>) {}
 }
 
 /// How a COPY ended when it did not fail.
@@ -137,6 +140,10 @@ pub struct PgSink {
     /// The COPY statement of each shape, in the order of [`Shape::ALL`].
     copy_sql: [String; 4],
     marker_sql: String,
+    guard_sql: String,
+    own_sql: String,
+    /// Arrival times of the next COPY's rows (see [`Sink::set_received_range`]).
+    received: Option<(i64, i64)>,
     client: Option<Client>,
 }
 
@@ -156,29 +163,46 @@ impl PgSink {
             marker_sql: schema.render(
                 "INSERT INTO {schema}.nfpg_copies (writer, seq, part, rows) VALUES ($1, $2, $3, $4)",
             ),
+            guard_sql: schema.render("SELECT {schema}.flow_aggregates_guard()"),
+            own_sql: schema.render("SELECT {schema}.add_to_flow_aggregates($1, $2, true)"),
             schema: schema.clone(),
+            received: None,
             client: None,
         }
     }
 
-    /// One COPY in a transaction that first records its markers in `nfpg_copies`.
+    /// One COPY in a transaction that first records its markers in `nfpg_copies` and takes
+    /// the aggregates' guard (migrations/0013_aggregates.sql): the watermark then stays put
+    /// until this commits, and rows that arrived before it (`received`, Unix µs) are added
+    /// to the hourly aggregates here, in the same transaction.
     fn copy_once(
         client: &mut Client,
-        marker_sql: &str,
-        copy_sql: &str,
+        sql: [&str; 4],
         markers: &[[i64; 4]],
         data: &[u8],
+        received: Option<(i64, i64)>,
     ) -> Result<(), CopyFail> {
+        let [marker_sql, copy_sql, guard_sql, own_sql] = sql;
         let mut tx = client.transaction().map_err(CopyFail::Pg)?;
         for m in markers {
             tx.execute(marker_sql, &[&m[0], &m[1], &m[2], &m[3]])
                 .map_err(CopyFail::Pg)?;
         }
+        let watermark: SystemTime = tx.query_one(guard_sql, &[]).map_err(CopyFail::Pg)?.get(0);
         let mut w = tx.copy_in(copy_sql).map_err(CopyFail::Pg)?;
         // On error the writer is dropped without finish() (the COPY aborts) and the
         // transaction rolls back: nothing commits.
         w.write_all(data).map_err(CopyFail::Io)?;
         w.finish().map_err(CopyFail::Pg)?;
+        if let Some((first, last)) = received {
+            let first = UNIX_EPOCH + Duration::from_micros(first.max(0) as u64);
+            let after_last = UNIX_EPOCH + Duration::from_micros(last.max(0) as u64 + 1);
+            let upto = after_last.min(watermark);
+            if first < upto {
+                tx.execute(own_sql, &[&first, &upto])
+                    .map_err(CopyFail::Pg)?;
+            }
+        }
         tx.commit().map_err(CopyFail::Pg)
     }
 
@@ -230,7 +254,14 @@ impl PgSink {
         let Some(client) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
-        match Self::copy_once(client, &self.marker_sql, copy_sql, markers, data) {
+        let sql = [
+            self.marker_sql.as_str(),
+            copy_sql.as_str(),
+            self.guard_sql.as_str(),
+            self.own_sql.as_str(),
+        ];
+        let received = self.received.take();
+        match Self::copy_once(client, sql, markers, data, received) {
             Ok(()) => Ok(Committed::Now),
             Err(CopyFail::Pg(e))
                 if e.as_db_error()
@@ -284,6 +315,10 @@ impl Sink for PgSink {
             );
         }
         r
+    }
+
+    fn set_received_range(&mut self, range: Option<(i64, i64)>) {
+        self.received = range;
     }
 
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError> {
@@ -426,6 +461,19 @@ pub fn spool_copy(
     }
 }
 
+/// First and last arrival (Unix µs) of the rows of `batches`.
+fn received_range(batches: &[Batch]) -> Option<(i64, i64)> {
+    batches
+        .iter()
+        .flat_map(|b| b.flows.datagrams.iter())
+        .filter(|d| d.count > 0)
+        .map(|d| d.received_us)
+        .fold(None, |r, t| match r {
+            None => Some((t, t)),
+            Some((lo, hi)) => Some((lo.min(t), hi.max(t))),
+        })
+}
+
 /// Runs a writer until `shards_done` is set and the queue is empty.
 pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
     let mut batches: Vec<Batch> = Vec::with_capacity(MAX_BATCHES_PER_COPY);
@@ -464,6 +512,7 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
             let live = sh.health.is_up() && !sh.spool_only.load(Relaxed);
             let copy_started = Instant::now();
             let result = if live {
+                sink.set_received_range(received_range(&batches));
                 sink.write_copy(&buf, shape, rows, marker, 0)
             } else {
                 Err(WriteError::Unavailable("database down".into()))

@@ -1,0 +1,90 @@
+//! The hourly aggregates (`flow_aggregates_hourly`, migrations/0013_aggregates.sql) and
+//! retention: what the housekeeper runs against PostgreSQL for them.
+//!
+//! Moving the watermark and folding the flows it passed are two short transactions: the first
+//! waits for the COPYs in flight (they hold the aggregates' lock shared) and records the range
+//! as pending; the second adds the pending ranges. COPYs that store rows from before the
+//! watermark add those themselves (`PgSink`), so every stored flow is counted once, whenever
+//! it arrives. Retention drops whole day partitions of flows and of aggregates.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::db::Schema;
+
+/// Watermark moves per call of [`update`] at most (each at most `max_span`): a backlog (flows
+/// stored before aggregation was enabled) is folded over several updates.
+const MAX_STEPS: usize = 24;
+
+/// Brings the aggregates up to `lag` before now, at most `max_span` per step. Returns the
+/// flow rows added.
+pub fn update(
+    c: &mut postgres::Client,
+    schema: &Schema,
+    lag: Duration,
+    max_span: Duration,
+) -> Result<i64> {
+    let advance = schema.render(
+        "SELECT {schema}.advance_flow_aggregates_watermark(
+             now() - make_interval(secs => $1), make_interval(secs => $2))",
+    );
+    let fold = schema.render("SELECT {schema}.fold_flow_aggregates()");
+    let mut rows = 0;
+    // Ranges left pending by an update that failed half-way.
+    rows += c.query_one(&fold, &[])?.get::<_, i64>(0);
+    for _ in 0..MAX_STEPS {
+        let moved: bool = c
+            .query_one(&advance, &[&lag.as_secs_f64(), &max_span.as_secs_f64()])?
+            .get(0);
+        rows += c.query_one(&fold, &[])?.get::<_, i64>(0);
+        if !moved {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// Creates the aggregates' day partitions from a week back (late flows land in their own
+/// hour) to `days_ahead` ahead. Returns how many it created.
+pub fn ensure_partitions(
+    c: &mut postgres::Client,
+    schema: &Schema,
+    days_ahead: u32,
+) -> Result<i32> {
+    Ok(c.query_one(
+        &schema.render(
+            "SELECT {schema}.ensure_aggregate_partitions((now() AT TIME ZONE 'UTC')::date - 8, $1)",
+        ),
+        &[&(days_ahead as i32 + 9)],
+    )?
+    .get(0))
+}
+
+/// Drops the day partitions of flows older than `flow_days` and of aggregates older than
+/// `aggregate_days` (0: keep). Returns (flow partitions, aggregate partitions) dropped.
+pub fn apply_retention(
+    c: &mut postgres::Client,
+    schema: &Schema,
+    flow_days: u32,
+    aggregate_days: u32,
+) -> Result<(i32, i32)> {
+    let mut dropped = (0, 0);
+    if flow_days > 0 {
+        dropped.0 = c
+            .query_one(
+                &schema.render("SELECT {schema}.drop_flow_partitions_older_than($1)"),
+                &[&(flow_days as i32)],
+            )?
+            .get(0);
+    }
+    if aggregate_days > 0 {
+        dropped.1 = c
+            .query_one(
+                &schema.render("SELECT {schema}.drop_aggregate_partitions_older_than($1)"),
+                &[&(aggregate_days as i32)],
+            )?
+            .get(0);
+    }
+    Ok(dropped)
+}
