@@ -28,12 +28,17 @@ CREATE TABLE {schema}.flow_aggregates_hourly (
     bytes             int8        NOT NULL,
     est_flows         int8        NOT NULL,
     est_packets       int8        NOT NULL,
-    est_bytes         int8        NOT NULL,
-    PRIMARY KEY (hour, exporter, src_addr, dst_addr, protocol, application_name)
+    est_bytes         int8        NOT NULL
 ) PARTITION BY RANGE (hour);
 
+-- Append-only partial sums: each update inserts the sums of the flows that arrived in its
+-- range, so one key may have several rows; every reader sums them (GROUP BY). Measured on the
+-- development machine, 10.8 M flows: grouping them into an unindexed table took 54 s, the
+-- same as an upsert on a primary key over the six key columns 116 s.
+CREATE INDEX flow_aggregates_hourly_hour ON {schema}.flow_aggregates_hourly USING brin (hour);
+
 COMMENT ON TABLE {schema}.flow_aggregates_hourly IS
-    'Per hour of flow_start (UTC), exporter, source, destination, protocol, application name: stored totals, and est_* = totals x greatest(sampling_interval, 1).';
+    'Per hour of flow_start (UTC), exporter, source, destination, protocol, application name: stored totals, and est_* = totals x greatest(sampling_interval, 1). Partial sums: a key may have several rows; sum them.';
 
 -- Rows whose hour has no day partition (a clock far off).
 CREATE TABLE {schema}.flow_aggregates_hourly_default
@@ -226,19 +231,12 @@ BEGIN
           AND (NOT own_only OR f.xmin = ((txid_current() % 4294967296)::text)::xid)
         GROUP BY 1, 2, 3, 4, 5, 6
     ), ins AS (
-        INSERT INTO {schema}.flow_aggregates_hourly AS a
+        INSERT INTO {schema}.flow_aggregates_hourly
             (hour, exporter, src_addr, dst_addr, protocol, application_name,
              flows, packets, bytes, est_flows, est_packets, est_bytes)
         SELECT hour, exporter, src_addr, dst_addr, protocol, app,
                flows, packets, bytes, est_flows, est_packets, est_bytes
         FROM g
-        ON CONFLICT (hour, exporter, src_addr, dst_addr, protocol, application_name) DO UPDATE SET
-            flows = a.flows + excluded.flows,
-            packets = least(a.packets::numeric + excluded.packets, 9223372036854775807)::int8,
-            bytes = least(a.bytes::numeric + excluded.bytes, 9223372036854775807)::int8,
-            est_flows = a.est_flows + excluded.est_flows,
-            est_packets = least(a.est_packets::numeric + excluded.est_packets, 9223372036854775807)::int8,
-            est_bytes = least(a.est_bytes::numeric + excluded.est_bytes, 9223372036854775807)::int8
     )
     SELECT coalesce(sum(g.flows), 0) INTO n FROM g;
     RETURN n;

@@ -78,8 +78,10 @@ fn stored(db: &TestDb) -> Sums {
     db.client()
         .query(
             "SELECT extract(epoch FROM hour)::int8, host(exporter), host(src_addr), host(dst_addr),
-                    protocol, application_name, flows, packets, bytes, est_flows, est_packets, est_bytes
-             FROM netflow.flow_aggregates_hourly",
+                    protocol, application_name, sum(flows)::int8, sum(packets)::int8,
+                    sum(bytes)::int8, sum(est_flows)::int8, sum(est_packets)::int8,
+                    sum(est_bytes)::int8
+             FROM netflow.flow_aggregates_hourly GROUP BY 1, 2, 3, 4, 5, 6",
             &[],
         )
         .unwrap()
