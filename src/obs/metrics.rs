@@ -382,21 +382,13 @@ pub fn render(src: &Sources) -> String {
         family(&mut o, name, kind, help);
         let _ = writeln!(o, "{name} {v}");
     }
-    let mut top = super::top::TopSources::default();
-    for c in &src.counters.shards {
-        top.merge(
-            &c.not_allowed_sources
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-    }
     family(
         &mut o,
         "nfpg_not_allowed_source_datagrams",
         "gauge",
         "Datagrams from the busiest sources not on --allow-exporters (ten at most; an estimate that may be high by at most the error label).",
     );
-    for (addr, n, err) in top.top(10) {
+    for (addr, n, err) in src.counters.not_allowed_top(10) {
         let _ = writeln!(
             o,
             "nfpg_not_allowed_source_datagrams{{source=\"{addr}\",error=\"{err}\"}} {n}"

@@ -330,18 +330,26 @@ impl Counters {
         }
     }
 
-    pub fn snapshot(&self, queue_depth: usize) -> Snapshot {
-        let mut s = Snapshot {
-            queue_depth,
-            ..Default::default()
-        };
+    /// The `k` busiest sources of `not_allowed` datagrams over all shards: (address,
+    /// datagrams, most by which that count may be high).
+    pub fn not_allowed_top(&self, k: usize) -> Vec<(std::net::IpAddr, u64, u64)> {
         let mut top = crate::obs::top::TopSources::default();
-        for (i, c) in self.shards.iter().enumerate() {
+        for c in &self.shards {
             top.merge(
                 &c.not_allowed_sources
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()),
             );
+        }
+        top.top(k)
+    }
+
+    pub fn snapshot(&self, queue_depth: usize) -> Snapshot {
+        let mut s = Snapshot {
+            queue_depth,
+            ..Default::default()
+        };
+        for (i, c) in self.shards.iter().enumerate() {
             let totals = c.read();
             let malformed = c.malformed();
             s.shard.add(&totals);
@@ -352,8 +360,8 @@ impl Counters {
                 malformed: malformed.total(),
             });
         }
-        s.not_allowed_top = top
-            .top(10)
+        s.not_allowed_top = self
+            .not_allowed_top(10)
             .into_iter()
             .map(|(source, datagrams, error)| SourceCount {
                 source,
