@@ -1,28 +1,31 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark of nfpg and its peers on this machine; writes BENCHMARKS.md.
+"""End-to-end benchmark of nfpg, PostgreSQL's own COPY and nfpg's peers; writes BENCHMARKS.md.
 
-    python3 benches/e2e.py [--quick] [--out BENCHMARKS.md]
+    python3 benches/e2e.py [--quick] [--out BENCHMARKS.md] [--only SECTIONS]
 
 Python 3.11 standard library only. Needs the release binaries (cargo build --release
 --workspace), the PostgreSQL server programs (initdb, pg_ctl, postgres) and psql; nfcapd/nfdump
-(nfdump) and nfacctd (pmacct) are measured where installed. All traffic goes to 127.0.0.1.
+(nfdump) and nfacctd (pmacct) are measured where installed (scripts/setup.sh --bench installs
+them). All traffic goes to 127.0.0.1. Run as root: the harness raises net.core.rmem_max for the
+run (and restores it) so every collector gets the same socket buffer.
 
 What it knows of nfpg comes from nfpg itself: the private server is `nfpg server` (the one
 `nfpg run` starts when no database is configured), the flows table's columns and the keys of
 the final JSON summary come from `nfpg describe`, checked before anything runs.
 
-Sections (the methodology of shared/DESIGN.md, "Peers, measured on this kind of machine"):
-  1. nfpg's private PostgreSQL (`nfpg server`) in a temporary directory under /tmp (unix
-     socket only);
-  2. nfpg into PostgreSQL at rising rates, a fresh database per step, checked with
-     nfpg-loadgen --verify; the ramp stops at the first step with loss;
-  3. PostgreSQL's own COPY ... FROM a binary file of the rows nfpg stored (the database
-     path's limit) into a plain table, a BRIN table and nfpg's partitioned layout;
-     then the replay: PostgreSQL stopped under load, restarted, and the time nfpg's spool
-     takes to empty again (nfpg's /metrics), checked with nfpg-loadgen --verify;
-  4. peers on the same load: nfcapd (files) and nfacctd (pmacct) into the same PostgreSQL;
-  5. the receive path without a database: nfpg --sink null with io_uring and recvmmsg, and
-     nfcapd, at rising rates up to flat out.
+Sections (the measuring code is in capacity.py and layout.py; the method is written into the
+report next to each figure):
+  nfpg     nfpg into PostgreSQL at rising rates, a fresh database per step: capacity (the
+           highest rate stored exactly and in time), throughput, drain, CPU per datagram of
+           nfpg and of PostgreSQL, latency from the kernel's receive time;
+  limit    PostgreSQL's own binary COPY of the rows nfpg stored, 1 stream and as many as
+           nfpg's writers, into the same table;
+  nfacctd  pmacct's nfacctd into the same server, one row per flow, same index kinds;
+  cpu      CPU per datagram of nfpg --sink null and nfcapd at 50,000 datagrams/s;
+  scaling  shards 1..cores (null sink) and writers 1, 2, 4 (into PostgreSQL);
+  layout   the database ceiling: COPY rows/s against the row layout (layout.py);
+  v9       the nfpg ramp with NetFlow v9;
+  replay   PostgreSQL stopped under load and restarted: how fast nfpg's spool empties.
 Every child process is stopped at the end, also on errors and Ctrl-C.
 """
 
@@ -536,96 +539,6 @@ def latency(summary: dict, key: str = "end_to_end_us") -> dict | None:
     return h if h["count"] else None
 
 
-@dataclass
-class PgStep:
-    rate: int
-    duration: float
-    sent_dgrams: int = 0
-    sent_flows: int = 0
-    achieved_dps: float = 0
-    elapsed: float = 0
-    waited: float = 0
-    lost_flows: int = 0
-    stored_flows: int = 0
-    verify_ok: bool = False
-    kernel_drops: int = 0
-    rows_dropped: int = 0
-    queue_full: int = 0
-    malformed: int = 0
-    sustained: float = 0
-    sustained_lat: float | None = None  # flows / (send time + nfpg's max end-to-end latency)
-    lat: dict | None = None
-    stages: dict | None = None  # per stage of LATENCY_STAGES: latency() of that stage
-    shards: str = ""  # datagrams per shard
-    other: float | None = None  # cores used by other processes during the step
-    db: str = ""
-    note: str = ""
-
-    @property
-    def best_sustained(self) -> float:
-        """The tighter of the two lower bounds."""
-        return max(self.sustained, self.sustained_lat or 0.0)
-
-
-def bench_nfpg_pg(pg: Postgres, work: Path, rates: list[int], duration: float,
-                  version: int = 5) -> list[PgStep]:
-    steps: list[PgStep] = []
-    tag = "" if version == 5 else f"v{version}-"
-    for i, rate in enumerate(rates, 1):
-        db = f"step{tag.replace('-', '_')}{i}"
-        pg.query(f"CREATE DATABASE {db}")
-        st = PgStep(rate=rate, duration=duration, db=db)
-        log(f"nfpg -> PostgreSQL (NetFlow v{version}): {rate} datagrams/s ({rate * RECORDS} flows/s) "
-            f"for {duration:.0f}s")
-        n = Nfpg(work, f"nfpg-pg-{tag}{i}", ["--database-url", pg.url(db)])
-        n.start()
-        t0 = time.monotonic()
-        try:
-            lg = loadgen(n.port, rate, duration, seed=i, verify_url=pg.url(db), version=version)
-        finally:
-            summary = n.finish()
-        st.other = OTHER.between(t0, time.monotonic())
-        v = lg.get("verify") or {}
-        st.sent_dgrams = lg["sent"]["datagrams"]
-        st.sent_flows = lg["sent"]["flows"]
-        st.achieved_dps = sent_rate(lg)
-        st.elapsed = float(lg["elapsed_s"])
-        st.waited = float(v.get("waited_s", 0))
-        st.lost_flows = int((v.get("lost") or {}).get("flows", st.sent_flows))
-        st.stored_flows = int((v.get("stored") or {}).get("flows", 0))
-        st.verify_ok = bool(v.get("ok")) and st.lost_flows == 0 and \
-            v.get("stored") == v.get("sent")
-        st.kernel_drops = int(sv(summary, "kernel_drops"))
-        st.rows_dropped = int(sv(summary, "rows_dropped"))
-        st.queue_full = int(sv(summary, "queue_full"))
-        st.malformed = int(sv(summary, "malformed.total"))
-        st.lat = latency(summary)
-        st.stages = {k: latency(summary, k) for k in LATENCY_STAGES}
-        st.shards = shard_split(summary)
-        st.sustained = st.stored_flows / max(st.elapsed + st.waited, 1e-9)
-        if st.lat and st.lat.get("max") is not None:
-            # The last datagram arrived by the end of sending and every flow was committed at
-            # most the max end-to-end latency after its datagram arrived.
-            st.sustained_lat = st.stored_flows / (st.elapsed + float(st.lat["max"]) / 1e6)
-        if not st.verify_ok and st.lost_flows == 0:
-            st.note = f"stored != sent ({v.get('mismatches')})"
-        if source_limited(lg, rate):
-            st.note = (st.note + "; " if st.note else "") + "load source below offered rate"
-        steps.append(st)
-        # Keep only the database of the latest lossless step (for the COPY limit): disk.
-        for old in steps[:-1]:
-            if old.db and (st.verify_ok or not old.verify_ok):
-                pg.query(f"DROP DATABASE IF EXISTS {old.db}")
-        if not st.verify_ok:
-            pg.query(f"DROP DATABASE IF EXISTS {db}")
-        log(f"  sent {st.sent_flows} flows at {st.achieved_dps:.0f} dps, lost {st.lost_flows}, "
-            f"kernel drops {st.kernel_drops}, sustained {st.sustained:,.0f} flows/s, "
-            f"verify waited {st.waited:.1f}s")
-        if not st.verify_ok:
-            break
-    return steps
-
-
 # --------------------------------------------------------------------------- replay
 
 
@@ -919,110 +832,7 @@ def bench_replay(pg: Postgres, work: Path, rate: int, outage: float) -> ReplayRu
     return r
 
 
-# --------------------------------------------------------------------------- COPY limit
-
-
-@dataclass
-class CopyResult:
-    name: str
-    layout: str
-    rows: int
-    secs: list[float]
-
-    @property
-    def best(self) -> float:
-        return self.rows / min(self.secs)
-
-    @property
-    def all_rates(self) -> list[float]:
-        return [self.rows / s for s in self.secs]
-
-
-def bench_copy_limit(pg: Postgres, db: str, min_rows: int, repeats: int) -> list[CopyResult]:
-    n = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
-    if n == 0:
-        raise BenchError(f"{db} has no rows to copy")
-    # Exactly min_rows rows: the first min_rows stored, or all of them repeated k times.
-    k = max(1, -(-min_rows // n))
-    rows = min_rows
-    path = pg.files / f"rows-{db}.bin"
-    log(f"COPY limit: exporting {rows} rows ({n} stored, x{k}) from {db} to {path}")
-    src = "netflow.flows" if k == 1 else f"netflow.flows, generate_series(1, {k}) AS rep(i)"
-    pg.query(f"COPY (SELECT {FLOW_COLUMNS} FROM {src} LIMIT {rows}) TO '{path}' (FORMAT binary)",
-             db=db)
-    days = pg.query("SELECT d::date FROM generate_series("
-                    "(SELECT date_trunc('day', min(received_at) AT TIME ZONE 'UTC') FROM netflow.flows),"
-                    "(SELECT date_trunc('day', max(received_at) AT TIME ZONE 'UTC') FROM netflow.flows),"
-                    " interval '1 day') d", db=db).split()
-    parts = "\n".join(
-        f"CREATE TABLE limit_part_{d.replace('-', '')} PARTITION OF limit_part FOR VALUES FROM "
-        f"('{d} 00:00:00+00') TO (('{d}'::date + 1)::timestamp AT TIME ZONE 'UTC');" for d in days)
-    layouts = [
-        ("limit_plain", "plain table, no index",
-         "CREATE TABLE limit_plain (LIKE netflow.flows INCLUDING DEFAULTS);"),
-        ("limit_brin", "plain table + BRIN(flow_start), BRIN(received_at)",
-         "CREATE TABLE limit_brin (LIKE netflow.flows INCLUDING DEFAULTS);"
-         "CREATE INDEX ON limit_brin USING brin (flow_start);"
-         "CREATE INDEX ON limit_brin USING brin (received_at);"),
-        ("limit_part", "nfpg's layout: partitioned by day of received_at, day partition + default, BRIN",
-         "CREATE TABLE limit_part (LIKE netflow.flows INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);"
-         + parts +
-         "CREATE TABLE limit_part_default PARTITION OF limit_part DEFAULT;"
-         "CREATE INDEX ON limit_part USING brin (flow_start);"
-         "CREATE INDEX ON limit_part USING brin (received_at);"),
-        ("limit_btree", "nfpg's layout + B-tree(src_addr), B-tree(dst_addr), B-tree(exporter) "
-         "(the original collector's lookups, on the partition being written)",
-         "CREATE TABLE limit_btree (LIKE netflow.flows INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);"
-         + parts.replace("limit_part", "limit_btree") +
-         "CREATE TABLE limit_btree_default PARTITION OF limit_btree DEFAULT;"
-         "CREATE INDEX ON limit_btree USING brin (flow_start);"
-         "CREATE INDEX ON limit_btree USING brin (received_at);"
-         "CREATE INDEX ON limit_btree (src_addr);"
-         "CREATE INDEX ON limit_btree (dst_addr);"
-         "CREATE INDEX ON limit_btree (exporter);"),
-    ]
-    results = []
-    for name, desc, ddl in layouts:
-        pg.script(ddl, db=db)
-        secs = []
-        for r in range(repeats):
-            pg.query(f"TRUNCATE {name}", db=db)
-            pg.query("CHECKPOINT", db=db)
-            s = pg.timed(f"COPY {name} FROM '{path}' (FORMAT binary);", db=db)
-            secs.append(s)
-            log(f"  COPY into {name}: {rows} rows in {s:.2f}s = {rows / s:,.0f} rows/s")
-        got = int(pg.query(f"SELECT count(*) FROM {name}", db=db))
-        if got != rows:
-            raise BenchError(f"{name}: {got} rows after COPY, expected {rows}")
-        pg.query(f"DROP TABLE {name}", db=db)
-        results.append(CopyResult(name, desc, rows, secs))
-    try:
-        path.unlink()
-    except OSError:
-        pass
-    return results
-
-
-# --------------------------------------------------------------------------- nfcapd
-
-
-@dataclass
-class RecvStep:
-    collector: str
-    rate: int
-    duration: float
-    sent_dgrams: int = 0
-    sent_flows: int = 0
-    achieved_dps: float = 0
-    got_dgrams: int = 0
-    got_flows: int = 0
-    kernel_drops: int | None = None
-    shards: str = "–"
-    other: float | None = None
-    lossless: bool = False
-    source_limited: bool = False
-    note: str = ""
-
+# --------------------------------------------------------------------------- nfdump
 
 def nfdump_flows(flowdir: Path) -> int:
     r = run(["nfdump", "-R", str(flowdir), "-I"], timeout=300, check=False)
@@ -1033,204 +843,6 @@ def nfdump_flows(flowdir: Path) -> int:
         raise BenchError(f"nfdump -I gave no Flows line: {r.stdout[-500:]} {r.stderr[-500:]}")
     return int(m.group(1))
 
-
-def run_nfcapd_step(work: Path, rate: int, duration: float, seed: int, tag: str) -> RecvStep:
-    st = RecvStep("nfcapd", rate, duration)
-    flowdir = work / f"nfcapd-{tag}"
-    flowdir.mkdir(parents=True, exist_ok=True)
-    port = free_udp_port()
-    with open(work / f"nfcapd-{tag}.log", "w") as lf:
-        p = spawn(["nfcapd", "-w", str(flowdir), "-p", str(port), "-b", "127.0.0.1",
-                   "-B", str(32 * 1024 * 1024), "-t", "3600"], stdout=lf, stderr=subprocess.STDOUT)
-        try:
-            wait_until(lambda: udp_bound(port), 30, "nfcapd to bind", p)
-            time.sleep(0.3)
-            t0 = time.monotonic()
-            lg = loadgen(port, rate, duration, seed)
-            st.other = OTHER.between(t0, time.monotonic())
-            time.sleep(0.5)
-        finally:
-            stop(p, timeout=60)
-    st.sent_dgrams = lg["sent"]["datagrams"]
-    st.sent_flows = lg["sent"]["flows"]
-    st.achieved_dps = sent_rate(lg)
-    st.source_limited = source_limited(lg, rate)
-    st.got_flows = nfdump_flows(flowdir)
-    st.lossless = st.got_flows == st.sent_flows
-    shutil.rmtree(flowdir, ignore_errors=True)
-    log(f"  nfcapd @ {rate or 'max'} dps: sent {st.sent_flows} flows at {st.achieved_dps:,.0f} dps, "
-        f"stored {st.got_flows}")
-    return st
-
-
-def run_nfpg_null_step(work: Path, backend: str, rate: int, duration: float, seed: int,
-                       tag: str) -> RecvStep:
-    st = RecvStep(f"nfpg --sink null --recv {backend}", rate, duration)
-    n = Nfpg(work, f"nfpg-null-{tag}", ["--sink", "null", "--recv", backend])
-    n.start()
-    try:
-        t0 = time.monotonic()
-        lg = loadgen(n.port, rate, duration, seed)
-        st.other = OTHER.between(t0, time.monotonic())
-        time.sleep(0.5)
-    finally:
-        summary = n.finish()
-    st.sent_dgrams = lg["sent"]["datagrams"]
-    st.sent_flows = lg["sent"]["flows"]
-    st.achieved_dps = sent_rate(lg)
-    st.source_limited = source_limited(lg, rate)
-    st.got_dgrams = int(sv(summary, "datagrams"))
-    st.got_flows = int(sv(summary, "flows"))
-    st.kernel_drops = int(sv(summary, "kernel_drops"))
-    st.shards = shard_split(summary)
-    st.lossless = st.got_dgrams == st.sent_dgrams and st.kernel_drops == 0
-    log(f"  {st.collector} @ {rate or 'max'} dps: sent {st.sent_dgrams} datagrams at "
-        f"{st.achieved_dps:,.0f} dps, received {st.got_dgrams}, kernel drops {st.kernel_drops}")
-    return st
-
-
-def ramp(fn, rates: list[int], **kw) -> list[RecvStep]:
-    steps = []
-    for i, rate in enumerate(rates, 1):
-        st = fn(rate=rate, seed=100 + i, tag=f"{i}-{rate}", **kw)
-        steps.append(st)
-        if not st.lossless:
-            break
-    return steps
-
-
-# --------------------------------------------------------------------------- nfacctd
-
-
-@dataclass
-class AcctStep:
-    rate: int
-    duration: float
-    sent_flows: int = 0
-    sent_packets: int = 0
-    sent_bytes: int = 0
-    achieved_dps: float = 0
-    stored_rows: int = 0
-    stored_packets: int = 0
-    stored_bytes: int = 0
-    to_store: float = 0  # seconds from the start of sending until everything was stored
-    complete: bool = False
-    excess: bool = False
-    sustained: float = 0
-    other: float | None = None
-    note: str = ""
-
-
-NFACCTD_REFRESH = 5
-# Cache buckets; the default (32771) fills within a refresh period at these rates and forces
-# extra purges. A prime number, as pmacct's documentation advises.
-NFACCTD_CACHE = 1000003
-
-
-def bench_nfacctd(pg: Postgres, work: Path, rates: list[int], duration: float) -> list[AcctStep]:
-    schema = Path("/usr/share/doc/pmacct/sql/pmacct-create-table_v9.pgsql")
-    steps = []
-    for i, rate in enumerate(rates, 1):
-        db = f"pmacct{i}"
-        pg.query(f"CREATE DATABASE {db}")
-        sql = schema.read_text() if schema.exists() else ""
-        # The script's GRANTs name a role 'pmacct' that this server does not have.
-        sql = "\n".join(l for l in sql.splitlines() if not l.startswith("GRANT"))
-        if not sql:
-            raise BenchError(f"{schema} not found (apt-get install pmacct)")
-        pg.script(sql, db=db)
-        # The v9 primary key includes stamp_inserted, which stays at its default without
-        # sql_history: a key seen in two cache purges would fail the whole COPY. nfpg's
-        # table has no B-tree either.
-        pg.query("ALTER TABLE acct_v9 DROP CONSTRAINT acct_v9_pk", db=db)
-        port = free_udp_port()
-        conf = work / f"nfacctd-{i}.conf"
-        conf.write_text(f"""daemonize: false
-nfacctd_ip: 127.0.0.1
-nfacctd_port: {port}
-nfacctd_pipe_size: {32 * 1024 * 1024}
-plugins: pgsql
-plugin_pipe_size: {256 * 1024 * 1024}
-plugin_buffer_size: {64 * 1024}
-sql_host: {pg.sock}
-sql_port: {pg.port}
-sql_user: {pg.user}
-sql_passwd: unused
-sql_db: {db}
-sql_table: acct_v9
-sql_table_version: 9
-aggregate: src_host,dst_host,src_port,dst_port,proto,tos
-sql_refresh_time: {NFACCTD_REFRESH}
-sql_cache_entries: {NFACCTD_CACHE}
-sql_dont_try_update: true
-sql_use_copy: true
-""")
-        st = AcctStep(rate, duration)
-        log(f"nfacctd -> PostgreSQL: {rate} datagrams/s for {duration:.0f}s")
-        with open(work / f"nfacctd-{i}.log", "w") as lf:
-            p = spawn(["nfacctd", "-f", str(conf)], stdout=lf, stderr=subprocess.STDOUT)
-            try:
-                wait_until(lambda: udp_bound(port), 30, "nfacctd to bind", p)
-                time.sleep(1.0)
-                t0 = time.monotonic()
-                lg = loadgen(port, rate, duration, seed=200 + i)
-                st.sent_flows = lg["sent"]["flows"]
-                st.sent_packets = lg["sent"]["packets"]
-                st.sent_bytes = lg["sent"]["bytes"]
-                st.achieved_dps = sent_rate(lg)
-                # Poll until the stored totals reach the sent ones, or stop changing for
-                # three refresh periods + 5 s (bounded by 150 s). nfacctd's core hands records
-                # to the plugin in buffers of plugin_buffer_size: the last, partly filled one
-                # stays in the core until more traffic comes or nfacctd stops. So if the totals
-                # stall short of the sent ones, SIGINT it (it purges on the way out) and poll on.
-                last, last_change = None, time.monotonic()
-                deadline = time.monotonic() + 150
-                interrupted = False
-                idle = 0.0  # the stall wait before the SIGINT, not counted as storing time
-                while time.monotonic() < deadline:
-                    row = pg.query("SELECT count(*), coalesce(sum(packets),0), coalesce(sum(bytes),0) "
-                                   "FROM acct_v9", db=db).strip().split("|")
-                    now = time.monotonic()
-                    cur = tuple(int(x) for x in row)
-                    if cur != last:
-                        last, last_change = cur, now
-                        st.stored_rows, st.stored_packets, st.stored_bytes = cur
-                        st.to_store = now - t0 - idle
-                    if st.stored_packets >= st.sent_packets and st.stored_bytes >= st.sent_bytes:
-                        break  # all there (more than sent would be duplicates: reported)
-                    exited = p.poll() is not None
-                    if now - last_change > 3 * NFACCTD_REFRESH + 5 or (exited and now - last_change > 3):
-                        if interrupted or exited:
-                            break
-                        log(f"  stored totals stalled at {cur[1]}/{st.sent_packets} packets: SIGINT")
-                        p.send_signal(signal.SIGINT)
-                        idle = now - last_change
-                        interrupted, last_change = True, now
-                    time.sleep(0.5)
-                st.other = OTHER.between(t0, time.monotonic())
-                if interrupted:
-                    st.note = "last part stored only when nfacctd was stopped (SIGINT)"
-            finally:
-                stop(p, sig=signal.SIGINT, timeout=30)  # nfacctd ignores SIGTERM
-        st.complete = st.stored_packets == st.sent_packets and st.stored_bytes == st.sent_bytes
-        st.excess = st.stored_packets > st.sent_packets or st.stored_bytes > st.sent_bytes
-        if st.excess:
-            st.note = (st.note + "; " if st.note else "") + \
-                f"stored MORE than sent: +{st.stored_packets - st.sent_packets:,} packets, " \
-                f"+{st.stored_bytes - st.sent_bytes:,} bytes: duplicates"
-        frac = min(1.0, st.stored_packets / max(st.sent_packets, 1))
-        # flows stored: the fraction of sent packets stored, in flows (rows are aggregates)
-        st.sustained = st.sent_flows * frac / max(st.to_store, 1e-9)
-        if source_limited(lg, rate):
-            st.note = (st.note + "; " if st.note else "") + "load source below offered rate"
-        steps.append(st)
-        log(f"  sent {st.sent_flows} flows, stored {st.stored_rows} rows, packets "
-            f"{st.stored_packets}/{st.sent_packets}, all stored after {st.to_store:.1f}s, "
-            f"sustained {st.sustained:,.0f} flows/s")
-        pg.query(f"DROP DATABASE {db}")
-        if not st.complete and not st.excess:
-            break  # loss: the ramp ends (an excess is reported, the ramp goes on)
-    return steps
 
 
 # --------------------------------------------------------------------------- report
@@ -1374,18 +986,18 @@ def write_replay(a, cmdline: str, cfg, r: ReplayRun | None, err: str) -> None:
         a(f"- {n}")
     a("")
 
-
-def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, acct_err,
-                 recv, recv_err, elapsed_total: float, replay: ReplayRun | None = None,
-                 replay_err: str = "not selected (--only)") -> None:
+def write_report(out: Path, cmdline: str, info, cfg, sections: dict, elapsed_total: float,
+                 replay: ReplayRun | None = None, replay_err: str = "not selected (--only)") -> None:
+    import capacity
     L: list[str] = []
     a = L.append
     a("# Benchmarks")
     a("")
-    a("End-to-end measurements of nfpg and its peers on one machine, produced by")
-    a("`benches/e2e.py` (see `benches/README.md`). Same load source for everything:")
-    a(f"`nfpg-loadgen`, {EXPORTERS} loopback exporters, {RECORDS} records per datagram, paced.")
-    a("\"Lossless\" means the stored totals equal the sent totals exactly.")
+    a("End-to-end measurements of nfpg, PostgreSQL's own COPY and nfpg's peers on one machine, "
+      "all from one run of `benches/e2e.py` (see `benches/README.md`), which wrote this file. "
+      "Every figure is something stored and timed in that run; how each was measured is written "
+      f"next to it. One load source for everything: `nfpg-loadgen`, {EXPORTERS} loopback "
+      f"exporters, {RECORDS} records per datagram, paced.")
     a("")
     a("Produced by:")
     a("")
@@ -1394,7 +1006,7 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("```")
     a("")
     a(f"Run time {elapsed_total / 60:.1f} min; steps of {cfg['pg_duration']:.0f} s into databases, "
-      f"{cfg['recv_duration']:.0f} s for the receive path." + (" **Quick run** (short steps; "
+      f"{cfg['cpu_duration']:.0f} s for the receive path." + (" **Quick run** (short steps; "
       "buffers can hide a slow database): not the reference figures." if cfg["quick"] else ""))
     a("")
     a("## Machine")
@@ -1417,240 +1029,32 @@ def write_report(out: Path, cmdline: str, info, cfg, pg_steps, copy_res, acct, a
     a("PostgreSQL: nfpg's private server (`nfpg server`, the one `nfpg run` starts when no database "
       f"is configured), unix socket only, with the settings nfpg gives it: `{settings}`.")
     a("")
-
-    # ---- section 2
-    a("## nfpg into PostgreSQL, rising rates")
-    a("")
-    a("`nfpg run --listen 127.0.0.1 --database-url … --stats-interval 5` (defaults otherwise),")
-    a(f"fresh database per step; `nfpg-loadgen --exporters {EXPORTERS} --records {RECORDS} --rate R "
-      f"--duration {cfg['pg_duration']:.0f} --verify --verify-timeout 120 --verify-settle 5`.")
-    a("Sustained (verify) = flows stored / (send time + time until `--verify` saw every flow); "
-      "verify polls with a full-table `sum()` over the step's flows, so at 10 M+ rows one poll takes "
-      "seconds and competes with nfpg's writers for the cores: this figure is a lower bound. "
-      "Sustained (latency) = flows stored / (send time + the largest receive → commit latency nfpg "
-      "measured): every flow was committed within that time, so it is a tighter lower bound.")
-    a("The ramp stops at the first step with loss. "
-      "With the spool (nfpg since issue 8), a step can be lossless while the writers fall behind: "
-      "shards write sealed batches to disk and the replayer stores them later; the queue-wait "
-      "and end-to-end latency columns show when that happened.")
-    a("")
-    a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | datagrams per shard | sustained flows/s (verify) | sustained flows/s (latency) | e2e latency p50 / p99 / max | other load (cores) | note |")
-    a("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for s in pg_steps:
-        lat = f"{us(s.lat.get('p50'))} / {us(s.lat.get('p99'))} / {us(s.lat.get('max'))}" \
-            if s.lat else "not reported"
-        a(f"| {fmt(s.rate)} | {fmt(s.rate * RECORDS)} | {fmt(s.achieved_dps)} | {fmt(s.sent_flows)} | "
-          f"{fmt(s.lost_flows)}{'' if s.verify_ok else ' **loss**'} | {fmt(s.kernel_drops)} | "
-          f"{s.shards} | {fmt(s.sustained)} | {fmt(s.sustained_lat) if s.sustained_lat else '–'} | "
-          f"{lat} | {other_str(s.other)} | {s.note} |")
-    a("")
-    best = highest(pg_steps, lambda s: s.verify_ok)
-    if best:
-        top = " (the highest step tried: the limit is above it)" if best is pg_steps[-1] else ""
-        a(f"**nfpg's sustained lossless rate into PostgreSQL: {fmt(best.rate)} datagrams/s offered "
-          f"= {fmt(best.rate * RECORDS)} flows/s{top}; {fmt(best.best_sustained)} flows/s stored "
-          f"sustained at that step.**")
-    else:
-        a("**nfpg lost flows at every step tried.**")
-    if pg_steps and not pg_steps[-1].verify_ok:
-        s = pg_steps[-1]
-        a(f"First step with loss: {fmt(s.rate)} datagrams/s ({fmt(s.rate * RECORDS)} flows/s): "
-          f"{fmt(s.lost_flows)} of {fmt(s.sent_flows)} flows lost, {fmt(s.kernel_drops)} kernel "
-          f"drops, queue_full={fmt(s.queue_full)}, rows_dropped={fmt(s.rows_dropped)}.")
-    if pg_steps and pg_steps[0].lat is None:
+    capacity.write_sections(a, cfg, sections.get("steps", []), sections.get("copies", []),
+                            sections.get("acct", []), sections.get("acct_err", ""),
+                            sections.get("cpu", []), sections.get("shards", {}),
+                            sections.get("writers", []), sections.get("v9", []))
+    if sections.get("layouts"):
+        import io
+        import layout
+        buf = io.StringIO()
+        layout.write_layout_section(buf, sections["layouts"], cfg["layout_rows"],
+                                    cfg["layout_repeats"])
+        for line in buf.getvalue().rstrip("\n").split("\n"):
+            a(line)
         a("")
-        a("nfpg's summary recorded no end-to-end latency at the first step, so no latency columns.")
-    stage_keys = LATENCY_STAGES
-    if any(h for s in pg_steps for h in (s.stages or {}).values()):
+    elif "layout_err" in cfg:
+        a("## The database ceiling: row layout")
         a("")
-        a("nfpg's own latency histograms per stage (from its final summary; p50 / p99 / max). "
-          "End to end = first datagram of a batch received → its COPY committed; a batch is sealed "
-          "when full (8192 flows) or 1 s old, so at low rates the flush interval dominates.")
+        a(f"Not measured: {cfg['layout_err']}")
         a("")
-        a("| offered datagrams/s | " + " | ".join(k.removesuffix("_us").replace("_", " ") for k in stage_keys) + " |")
-        a("|---|" + "---|" * len(stage_keys))
-        for s in pg_steps:
-            cells = []
-            for k in stage_keys:
-                h = (s.stages or {}).get(k)
-                cells.append(f"{us(h['p50'])} / {us(h['p99'])} / {us(h['max'])}" if h else "–")
-            a(f"| {fmt(s.rate)} | " + " | ".join(cells) + " |")
-    a("")
-
-    v9 = cfg.get("v9_steps") or []
-    if v9:
-        a("## nfpg into PostgreSQL, NetFlow v9")
-        a("")
-        a(f"The same ramp and method with `nfpg-loadgen --version 9`: NetFlow v9 datagrams of "
-          f"{RECORDS} records in softflowd's IPv4 template (42-byte records, template resent every "
-          f"20 datagrams per exporter), decoded through the v9 template path, {EXPORTERS} exporters.")
-        a("")
-        a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | lost flows | kernel drops | sustained flows/s (verify) | e2e latency p50 / p99 / max | other load (cores) |")
-        a("|---|---|---|---|---|---|---|---|---|")
-        for s_ in v9:
-            lat = f"{us(s_.lat.get('p50'))} / {us(s_.lat.get('p99'))} / {us(s_.lat.get('max'))}" \
-                if s_.lat else "not reported"
-            a(f"| {fmt(s_.rate)} | {fmt(s_.rate * RECORDS)} | {fmt(s_.achieved_dps)} | "
-              f"{fmt(s_.sent_flows)} | {fmt(s_.lost_flows)}{'' if s_.verify_ok else ' **loss**'} | "
-              f"{fmt(s_.kernel_drops)} | {fmt(s_.sustained)} | {lat} | {other_str(s_.other)} |")
-        a("")
-        best9 = highest(v9, lambda s_: s_.verify_ok)
-        if best9:
-            a(f"**NetFlow v9: lossless up to {fmt(best9.rate)} datagrams/s offered "
-              f"({fmt(best9.rate * RECORDS)} flows/s) in this run; {fmt(best9.sustained)} flows/s "
-              f"stored sustained (verify) at that step.**")
-        else:
-            a("**NetFlow v9: flows lost at every step tried.**")
-        a("")
-
-    # ---- section 3
-    a("## The database path's own limit")
-    a("")
-    if copy_res:
-        a(f"PostgreSQL's own `COPY … FROM` a binary file (server side, one stream) of the rows nfpg "
-          f"stored at its highest lossless step ({fmt(copy_res[0].rows)} rows: the first ones stored, "
-          f"or the step's rows repeated when it stored fewer), exported with "
-          f"`COPY (SELECT …) TO file (FORMAT binary)`; {len(copy_res[0].secs)} runs per table, "
-          f"TRUNCATE and CHECKPOINT before each, time of the COPY statement from psql's `\\timing`.")
-        a("")
-        a("| table | rows | best rows/s | all runs rows/s |")
-        a("|---|---|---|---|")
-        for c in copy_res:
-            a(f"| {c.layout} | {fmt(c.rows)} | {fmt(c.best)} | {', '.join(fmt(x) for x in c.all_rates)} |")
-        a("")
-        part = next(c for c in copy_res if c.name == "limit_part")
-        if best:
-            frac = best.best_sustained / part.best
-            frac_off = best.rate * RECORDS / part.best
-            a(f"nfpg's sustained stored rate at its highest lossless step, {fmt(best.best_sustained)} flows/s, "
-              f"is **{frac:.0%}** of PostgreSQL's COPY rate into the same layout ({fmt(part.best)} rows/s); "
-              f"the offered rate of that step is {frac_off:.0%}. Target: ≥ 80 % — "
-              + ("met." if frac >= 0.8 else "**not met**.")
-              + (" nfpg was lossless at every step tried, so its own limit was not reached: this ratio "
-                 "is a lower bound." if best is pg_steps[-1] else ""))
-            a("")
-            a("nfpg writes with 2 writers by default, i.e. two COPY streams in parallel, while the "
-              "figures above are one stream: nfpg can exceed 100 % of them where the cores allow. The ramp's "
-              "steps are coarse: nfpg's own limit lies between its highest lossless step and the first "
-              "step with loss.")
-    else:
-        a(f"Not measured: {cfg.get('copy_err') or 'no lossless step'}.")
-    a("")
-
     write_replay(a, cmdline, cfg, replay, replay_err)
-
-    # ---- section 4
-    a("## Peers on the same load")
-    a("")
-    a("### nfacctd (pmacct) → the same PostgreSQL")
-    a("")
-    if acct:
-        a("Config: `plugins: pgsql`, unix socket, `sql_table_version: 9` (the table from "
-          "`/usr/share/doc/pmacct/sql/pmacct-create-table_v9.pgsql`, primary key dropped — with "
-          "`sql_dont_try_update` and no `sql_history` a key seen in two purges would fail a whole COPY; "
-          "nfpg's table has no B-tree either), `aggregate: src_host,dst_host,src_port,dst_port,proto,tos`, "
-          f"`sql_refresh_time: {NFACCTD_REFRESH}`, `sql_dont_try_update: true`, `sql_use_copy: true` (text COPY), "
-          "`nfacctd_pipe_size: 32 MiB` (capped at rmem_max), `plugin_pipe_size: 256 MiB`, "
-          f"`plugin_buffer_size: 64 KiB`, `sql_cache_entries: {NFACCTD_CACHE}` (the default 32771 fills "
-          "within a refresh period at these rates and forces extra purges).")
-        a("nfacctd aggregates records with equal keys and its `flows` column stays 0 for NetFlow v5, so "
-          "completeness is checked with the sums of packets and bytes. Sustained = flows sent "
-          "(scaled by the fraction of packets stored when incomplete) / time from the start of sending "
-          "until the stored sums reached the sent ones, over steps with nothing missing. nfacctd's core passes records to its plugin in "
-          "buffers of `plugin_buffer_size`; the last, partly filled buffer of a finite test stays in the core "
-          "until nfacctd stops, so when the sums stall for 20 s short of the sent ones the harness sends "
-          "SIGINT (nfacctd purges on the way out) and does not count the 20 s of waiting.")
-        a("")
-        a("| offered datagrams/s | offered flows/s | achieved datagrams/s | flows sent | rows stored | packets stored / sent | all stored after | sustained flows/s | other load (cores) | note |")
-        a("|---|---|---|---|---|---|---|---|---|---|")
-        for s in acct:
-            mark = "" if s.complete else (" **excess**" if s.excess else " **loss**")
-            a(f"| {fmt(s.rate)} | {fmt(s.rate * RECORDS)} | {fmt(s.achieved_dps)} | {fmt(s.sent_flows)} | "
-              f"{fmt(s.stored_rows)} | {s.stored_packets / max(s.sent_packets, 1):.4%}{mark} | "
-              f"{s.to_store:.1f} s | {fmt(s.sustained)} | {other_str(s.other)} | {s.note} |")
-        a("")
-        exact = [s for s in acct if s.complete]
-        nolos = [s for s in acct if s.complete or s.excess]
-        if exact:
-            a(f"nfacctd's highest step with stored totals exactly equal to the sent ones: "
-              f"{fmt(exact[-1].rate)} datagrams/s.")
-        else:
-            a("nfacctd's stored totals equalled the sent ones at no step.")
-        if nolos and nolos != exact:
-            a(f"Highest step with nothing missing (possibly with duplicates): {fmt(nolos[-1].rate)} datagrams/s.")
-        if acct[-1] not in nolos:
-            s = acct[-1]
-            a(f"First step with loss: {fmt(s.rate)} datagrams/s, "
-              f"{1 - s.stored_packets / max(s.sent_packets, 1):.2%} of the packets missing.")
-        arate = max((s.sustained for s in nolos), default=0)
-        ref = arate or max((s.sustained for s in acct), default=0)
-        a(f"nfacctd's best sustained rate into PostgreSQL: **{fmt(ref)} flows/s**"
-          + ("" if arate else " (at a step with loss)") + ".")
-        if best and ref:
-            ratio = best.best_sustained / ref
-            a(f"nfpg / nfacctd sustained rate: **{ratio:.1f}×** (target ≥ 5× — "
-              + ("met" if ratio >= 5 else "**not met**") + ").")
-        part = next((c for c in copy_res if c.name == "limit_part"), None)
-        if part and ref and 5 * ref > part.best:
-            a(f"5 × nfacctd's rate ({fmt(5 * ref)} flows/s) is above PostgreSQL's own COPY rate into "
-              f"nfpg's layout on this machine ({fmt(part.best)} rows/s): no collector that stores every "
-              "flow through PostgreSQL can meet the 5× target here; nfpg's ratio is bounded by "
-              "PostgreSQL, not by its own code. nfacctd's rate also profits from aggregation "
-              f"({fmt(acct[0].stored_rows)} rows for {fmt(acct[0].sent_flows)} flows at the first step) "
-              f"and from its {NFACCTD_CACHE:,}-entry cache, which absorbs a 30 s burst.")
-    else:
-        a(f"Not measured: {acct_err}")
-    a("")
-
-    # ---- section 5 (+ nfcapd)
-    a("### Receive path without a database (and nfcapd to files)")
-    a("")
-    if recv:
-        a("`nfpg run --sink null --recv uring|mmsg` (decode + encode, then discard) and "
-          "`nfcapd -w DIR -p P -b 127.0.0.1 -B 32MiB -t 3600` (nfdump 1.7.1, binary files), same load "
-          f"(no `--verify`), {cfg['recv_duration']:.0f} s per step, rate 0 = flat out. Lossless: nfpg's "
-          "summary `datagrams` = datagrams sent and `kernel_drops` = 0; nfcapd: `nfdump -R DIR -I` "
-          "Flows = flows sent, after SIGTERM. A ramp stops at its first step with loss.")
-        a("")
-        a("| collector | offered datagrams/s | achieved datagrams/s | sent datagrams | received datagrams (flows for nfcapd) | kernel drops | datagrams per shard | lossless | load source limited | other load (cores) |")
-        a("|---|---|---|---|---|---|---|---|---|---|")
-        for name, steps in recv.items():
-            for s in steps:
-                got = fmt(s.got_dgrams) if s.collector != "nfcapd" else f"{fmt(s.got_flows)} flows of {fmt(s.sent_flows)}"
-                a(f"| {s.collector} | {fmt(s.rate) if s.rate else 'flat out'} | {fmt(s.achieved_dps)} | "
-                  f"{fmt(s.sent_dgrams)} | {got} | {'–' if s.kernel_drops is None else fmt(s.kernel_drops)} | {s.shards} | "
-                  f"{'yes' if s.lossless else '**no**'} | {'yes' if s.source_limited else 'no'} | "
-                  f"{other_str(s.other)} |")
-        a("")
-        a("| collector | highest lossless achieved datagrams/s | flows/s |")
-        a("|---|---|---|")
-        best_recv = {}
-        for name, steps in recv.items():
-            b = highest(steps, lambda s: s.lossless)
-            r = b.achieved_dps if b else 0
-            best_recv[name] = r
-            a(f"| {name} | {fmt(r)}{' (flat out: the load source was the limit)' if b and b.rate == 0 else ''} | {fmt(r * RECORDS)} |")
-        a("")
-        cap = best_recv.get("nfcapd")
-        for name, r in best_recv.items():
-            if name != "nfcapd" and cap:
-                # paced steps achieve the offered rate within pacing noise: 2 % tolerance
-                a(f"- {name} / nfcapd: **{r / cap:.2f}×** (target ≥ 1 — "
-                  + ("met" if r >= 0.98 * cap else "**not met**") + ")")
-        a("")
-        a("The load source runs on the same 2 cores: in a flat-out step the sender and the receiver "
-          "compete for CPU, and a lower achieved rate than offered means the source itself was the limit.")
-        a("Where nfpg's highest lossless step is a source-limited one, the receive path's own limit "
-          "was not reached: the figure is a lower bound. With the default `--balance hash`, the 4 "
-          "exporters' flows are spread over the shards by the kernel's SO_REUSEPORT hash of their "
-          "addresses and ports, which can put all of them on one shard (the per-shard column).")
-    else:
-        a(f"Not measured: {recv_err}")
-    a("")
     a("## Notes")
     a("")
     for n in cfg.get("notes", []):
         a(f"- {n}")
+    for k in ("copy_err", "cpu_err"):
+        if k in cfg:
+            a(f"- {cfg[k]}")
     a("")
     out.write_text("\n".join(L))
 
@@ -1662,46 +1066,58 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5 s steps, fewer rates (development)")
     ap.add_argument("--out", default="BENCHMARKS.md", help="report file (relative to the repo root)")
-    ap.add_argument("--only", default="nfpg,limit,replay,v9,nfacctd,recv",
-                    help="comma list of sections: nfpg, limit, replay, v9, nfacctd, recv")
+    ap.add_argument("--only", default="nfpg,limit,nfacctd,cpu,scaling,layout,v9,replay",
+                    help="comma list of sections: nfpg, limit, nfacctd, cpu, scaling, layout, v9, "
+                         "replay")
+    ap.add_argument("--rates", help="datagrams/s steps into PostgreSQL, comma separated")
+    ap.add_argument("--acct-rates", help="datagrams/s steps of nfacctd [2000,3000,4000,5000,6000]")
     ap.add_argument("--v9-rates", help="datagrams/s steps of the NetFlow v9 ramp [the nfpg ramp's]")
+    ap.add_argument("--cpu-rate", type=int, default=50000,
+                    help="datagrams/s of the CPU comparison [50000]")
     ap.add_argument("--replay-rate", type=int,
-                    help="datagrams/s of the replay section [default: the ramp's highest "
-                         "lossless rate, else 20000; 2000 with --quick]")
+                    help="datagrams/s of the replay section [default: nfpg's capacity rate]")
     ap.add_argument("--outage", type=float,
                     help="seconds PostgreSQL is down in the replay section [60; 10 with --quick]")
-    ap.add_argument("--rates", help="datagrams/s steps into PostgreSQL, comma separated")
-    ap.add_argument("--recv-rates", help="datagrams/s steps of the receive path (0 = flat out)")
     ap.add_argument("--duration", type=float, help="seconds per step into PostgreSQL")
-    ap.add_argument("--recv-duration", type=float, help="seconds per receive-path step")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--exporters", type=int, default=4,
                     help="exporters the load source simulates (each its own loopback address)")
     args = ap.parse_args()
     global EXPORTERS
     EXPORTERS = args.exporters
+    # capacity.py and layout.py import this module as `e2e`: the same module, not a second copy.
+    sys.modules.setdefault("e2e", sys.modules[__name__])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import capacity
 
     if args.quick:
-        rates, dur = [5000, 15000], 5.0
-        recv_rates, recv_dur = [20000, 60000, 0], 5.0
-        copy_rows, repeats = 1_000_000, 1
+        rates, dur = [4000, 8000], 5.0
+        acct_rates = [2000]
+        cpu_dur, cpu_rounds = 5.0, 1
+        shard_rates = [20000, 60000]
+        layout_rows, layout_repeats = 200_000, 1
+        copy_repeats = 1
     else:
-        rates, dur = [5000, 10000, 15000, 20000, 25000, 30000], 30.0
-        recv_rates, recv_dur = [25000, 50000, 100000, 150000, 0], 15.0
-        copy_rows, repeats = 3_000_000, 3
+        rates, dur = [6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000], 20.0
+        acct_rates = [2000, 3000, 4000, 5000, 6000]
+        cpu_dur, cpu_rounds = 15.0, 2
+        shard_rates = [25000, 50000, 75000, 100000, 125000, 150000]
+        layout_rows, layout_repeats = 2_000_000, 3
+        copy_repeats = 3
     if args.rates:
         rates = [int(x) for x in args.rates.split(",")]
-    if args.recv_rates:
-        recv_rates = [int(x) for x in args.recv_rates.split(",")]
+    if args.acct_rates:
+        acct_rates = [int(x) for x in args.acct_rates.split(",")]
     dur = args.duration or dur
-    recv_dur = args.recv_duration or recv_dur
     only = set(args.only.split(","))
     out = Path(args.out)
     if not out.is_absolute():
         out = ROOT / out
     cmdline = " ".join(["python3 benches/e2e.py"] + [shlex.quote(a) for a in sys.argv[1:]])
-    cfg = {"quick": args.quick, "pg_duration": dur, "recv_duration": recv_dur,
-           "copy_rows": copy_rows, "notes": []}
+    shards = os.cpu_count() or 1
+    cfg = {"quick": args.quick, "pg_duration": dur, "cpu_duration": cpu_dur,
+           "cpu_rounds": cpu_rounds, "layout_rows": layout_rows, "layout_repeats": layout_repeats,
+           "nfpg_shards": shards, "nfpg_writers": 2, "notes": []}
 
     for b in (NFPG, LOADGEN):
         if not b.exists():
@@ -1715,16 +1131,16 @@ def main() -> int:
 
     t_start = time.monotonic()
     OTHER.start()
+    rmem = capacity.RmemMax()
     base = Path(tempfile.mkdtemp(prefix="nfpg-e2e-", dir="/tmp"))
     os.chmod(base, 0o755)  # the server user (postgres, when root) must reach pg/ below it
     work = base / "work"
     work.mkdir()
     pg = Postgres(base / "pg")
     pg.base.mkdir()
-    pg_steps, copy_res, acct, recv = [], [], [], {}
-    v9_steps: list[PgStep] = []
+    sec: dict = {"acct_err": "not selected (--only)"}
     replay = None
-    acct_err = recv_err = replay_err = "not selected (--only)"
+    replay_err = "not selected (--only)"
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -1732,39 +1148,80 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     keep = args.keep
     try:
+        cfg["rmem"] = rmem.raise_()
         log(f"PostgreSQL: nfpg server --data-dir {pg.dir}")
         pg.start()
         cfg["pg_settings"] = pg.settings
         log(f"PostgreSQL {pg.version} up, socket in {pg.sock}")
         info = machine_info(pg.version)
-
+        cap = None
         if "nfpg" in only:
-            pg_steps = bench_nfpg_pg(pg, work, rates, dur)
-            best = highest(pg_steps, lambda s: s.verify_ok)
-            if "limit" in only:
-                if best:
-                    try:
-                        copy_res = bench_copy_limit(pg, best.db, copy_rows, repeats)
-                    except BenchError as e:
-                        cfg["copy_err"] = str(e)
-                        log(f"COPY limit failed: {e}")
+            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur)
+            cap = capacity.capacity(sec["steps"])
+            if "limit" in only or "layout" in only:
+                if cap and cap.db:
+                    if "limit" in only:
+                        try:
+                            sec["copies"] = capacity.copy_limit(pg, cap.db, [1, cfg["nfpg_writers"]],
+                                                                copy_repeats)
+                        except BenchError as e:
+                            cfg["copy_err"] = f"COPY limit failed: {e}"
+                            log(cfg["copy_err"])
+                    if "layout" in only:
+                        try:
+                            import layout
+                            sec["layouts"] = layout.bench_layouts(pg, cap.db, layout_rows,
+                                                                  layout_repeats, log)
+                        except (BenchError, ImportError) as e:
+                            cfg["layout_err"] = f"layout section failed: {e}"
+                            log(cfg["layout_err"])
                 else:
-                    cfg["copy_err"] = "nfpg had no lossless step"
-            for s in pg_steps:
-                pg.query(f"DROP DATABASE IF EXISTS {s.db}")
+                    cfg["copy_err"] = "COPY limit: nfpg had no step that kept up"
+            for s in sec["steps"]:
+                if s.db:
+                    pg.query(f"DROP DATABASE IF EXISTS {s.db}")
+                    s.db = ""
+
+        if "nfacctd" in only:
+            if shutil.which("nfacctd") is None:
+                sec["acct_err"] = "nfacctd is not installed (apt-get install pmacct)."
+            else:
+                try:
+                    sec["acct"] = capacity.nfacctd_ramp(pg, work, acct_rates, dur)
+                except BenchError as e:
+                    sec["acct_err"] = f"nfacctd run failed: {e}"
+                    log(sec["acct_err"])
+
+        if "cpu" in only:
+            log(f"CPU per datagram at {args.cpu_rate} datagrams/s: nfpg --sink null and nfcapd")
+            sec["cpu"] = capacity.cpu_section(work, args.cpu_rate, cpu_dur, cpu_rounds)
+            if shutil.which("nfcapd") is None:
+                cfg["notes"].append("nfcapd/nfdump not installed: no nfcapd figures.")
+
+        if "scaling" in only:
+            log("scaling: shards (null sink)")
+            sec["shards"] = capacity.shard_scaling(work, shard_rates, cpu_dur)
+            if "nfpg" in only and sec.get("steps"):
+                top = max(s.rate for s in sec["steps"])
+                w_rate = int(max(top, (cap.rate if cap else 0) * 1.25))
+                sec["writers"] = capacity.writer_scaling(pg, work, w_rate, dur, [1, 2, 4])
+
+        if "v9" in only:
+            v9_rates = [int(x) for x in args.v9_rates.split(",")] if args.v9_rates else rates
+            sec["v9"] = capacity.nfpg_ramp(pg, work, v9_rates, dur, version=9, label="v")
+            for s_ in sec["v9"]:
+                if s_.db:
+                    pg.query(f"DROP DATABASE IF EXISTS {s_.db}")
 
         if "replay" in only:
-            best = highest(pg_steps, lambda s: s.verify_ok)
             if args.replay_rate:
                 rrate, cfg["replay_rate_from"] = args.replay_rate, "--replay-rate"
             elif args.quick:
                 rrate, cfg["replay_rate_from"] = 2000, "the --quick default"
-            elif best:
-                rrate, cfg["replay_rate_from"] = best.rate, "the highest lossless rate of the ramp above"
+            elif cap:
+                rrate, cfg["replay_rate_from"] = cap.rate, "nfpg's capacity rate above"
             else:
-                rrate = 20000
-                cfg["replay_rate_from"] = ("the default (the ramp had no lossless step)" if pg_steps
-                                           else "the default (the ramp did not run)")
+                rrate, cfg["replay_rate_from"] = 10000, "the default (no capacity measured)"
             outage = args.outage or (10.0 if args.quick else 60.0)
             try:
                 replay = bench_replay(pg, work, rrate, outage)
@@ -1775,43 +1232,6 @@ def main() -> int:
             except BenchError as e:
                 replay_err = f"replay run failed: {e}"
                 log(replay_err)
-
-        if "v9" in only:
-            v9_rates = [int(x) for x in args.v9_rates.split(",")] if args.v9_rates else rates
-            v9_steps = bench_nfpg_pg(pg, work, v9_rates, dur, version=9)
-            for s_ in v9_steps:
-                pg.query(f"DROP DATABASE IF EXISTS {s_.db}")
-            cfg["v9_steps"] = v9_steps
-
-        if "nfacctd" in only:
-            if shutil.which("nfacctd") is None:
-                acct_err = "nfacctd is not installed (apt-get install pmacct)."
-            elif not Path("/usr/share/doc/pmacct/sql/pmacct-create-table_v9.pgsql").exists():
-                acct_err = "pmacct's SQL scripts (/usr/share/doc/pmacct/sql) are missing."
-            else:
-                try:
-                    acct = bench_nfacctd(pg, work, rates, dur)
-                except BenchError as e:
-                    acct_err = f"nfacctd run failed: {e}"
-                    log(acct_err)
-
-        if "recv" in only:
-            backends = ["uring", "mmsg"]
-            for be in backends:
-                log(f"receive path: nfpg --sink null --recv {be}")
-                recv[f"nfpg --sink null --recv {be}"] = ramp(
-                    lambda rate, seed, tag, be=be: run_nfpg_null_step(work, be, rate, recv_dur, seed,
-                                                                      f"{be}-{tag}"),
-                    recv_rates)
-            if shutil.which("nfcapd") and shutil.which("nfdump"):
-                log("receive path: nfcapd")
-                recv["nfcapd"] = ramp(
-                    lambda rate, seed, tag: run_nfcapd_step(work, rate, recv_dur, seed, tag),
-                    recv_rates)
-            else:
-                cfg["notes"].append("nfcapd/nfdump not installed: no nfcapd figures "
-                                    "(apt-get install nfdump).")
-            recv_err = ""
     except KeyboardInterrupt:
         log("interrupted: stopping children and PostgreSQL")
         keep = True
@@ -1822,19 +1242,16 @@ def main() -> int:
     finally:
         stop_all()
         pg.stop()
+        rmem.restore()
         if keep:
             log(f"logs kept in {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
 
     cfg["notes"] += [
-        "nfpg runs with its defaults (shards = cores, 2 writers, io_uring when available, 32 MiB "
-        "socket buffer forced as root); peers get a 32 MiB socket buffer request (capped at "
-        "net.core.rmem_max unless they force it).",
         "Each database step is a fresh database, so PostgreSQL starts every step with empty tables.",
     ]
-    write_report(out, cmdline, info, cfg, pg_steps, copy_res, acct, acct_err, recv, recv_err,
-                 time.monotonic() - t_start, replay, replay_err)
+    write_report(out, cmdline, info, cfg, sec, time.monotonic() - t_start, replay, replay_err)
     log(f"wrote {out}")
     return 0
 

@@ -13,7 +13,12 @@
 //! the shard hands the batch to its [`Overflow`] (the store's spool writes it to disk) and
 //! reuses it, counted as `queue_full`; without one (the null sink) it waits, and
 //! back-pressure goes to the sockets' receive buffers, whose overflow the kernel counts.
+//!
+//! Writers with nothing to do sleep on a doorbell that every queued batch rings, so an idle
+//! writer costs no wake-ups (it used to poll every 500 µs: 2,000 wake-ups a second per
+//! writer, a fifth of the collector's CPU at 50,000 datagrams/s).
 
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -32,7 +37,13 @@ pub type Batch = Box<FlowBatch>;
 
 pub struct Handoff {
     full: ArrayQueue<Batch>,
-    empty: ArrayQueue<Batch>,
+    /// The empty batches, a stack: the batch a writer handed back last is taken first, while
+    /// its memory is still in a cache (a FIFO pool would cycle through every batch's
+    /// megabyte, all of it cold by its turn).
+    empty: Mutex<Vec<Batch>>,
+    /// Rung (count raised, one sleeper woken) after every batch queued.
+    bell: Mutex<u64>,
+    rung: Condvar,
 }
 
 impl Handoff {
@@ -41,26 +52,27 @@ impl Handoff {
     pub fn new(depth: usize, pool: usize, batch_capacity: usize) -> Self {
         let depth = depth.max(1);
         let pool = pool.max(depth + 1);
-        let empty = ArrayQueue::new(pool);
-        for _ in 0..pool {
-            let _ = empty.push(Box::new(FlowBatch::with_capacity(batch_capacity)));
-        }
+        let empty = (0..pool)
+            .map(|_| Box::new(FlowBatch::with_capacity(batch_capacity)))
+            .collect();
         Self {
             full: ArrayQueue::new(depth),
-            empty,
+            empty: Mutex::new(empty),
+            bell: Mutex::new(0),
+            rung: Condvar::new(),
         }
     }
 
     /// An empty batch from the pool, if one is free.
     pub fn take_empty(&self) -> Option<Batch> {
-        self.empty.pop()
+        self.empty.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     /// An empty batch, waiting for a writer to return one. Returns how long it waited.
     pub fn take_empty_wait(&self) -> (Batch, Duration) {
         let started = Instant::now();
         loop {
-            if let Some(b) = self.empty.pop() {
+            if let Some(b) = self.take_empty() {
                 return (b, started.elapsed());
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -69,7 +81,40 @@ impl Handoff {
 
     /// Queues a sealed batch for the writers; `Err` gives it back when the queue is full.
     pub fn push_full(&self, batch: Batch) -> Result<(), Batch> {
-        self.full.push(batch)
+        self.full.push(batch)?;
+        self.ring();
+        Ok(())
+    }
+
+    fn ring(&self) {
+        *self.bell.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.rung.notify_one();
+    }
+
+    /// Waits up to `timeout` until a sealed batch is queued; whether one is.
+    pub fn wait_full(&self, timeout: Duration) -> bool {
+        if !self.full.is_empty() {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut bell = self.bell.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Checked under the bell's lock: a batch queued after this check rings after
+            // we sleep, so no wake-up is lost.
+            if !self.full.is_empty() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let seen = *bell;
+            let (guard, _) = self
+                .rung
+                .wait_timeout_while(bell, left, |n| *n == seen)
+                .unwrap_or_else(|p| p.into_inner());
+            bell = guard;
+        }
     }
 
     /// Queues a sealed batch, waiting while the queue is full. Returns true if it had to wait.
@@ -77,7 +122,10 @@ impl Handoff {
         let mut waited = false;
         loop {
             match self.full.push(batch) {
-                Ok(()) => return waited,
+                Ok(()) => {
+                    self.ring();
+                    return waited;
+                }
                 Err(b) => {
                     batch = b;
                     waited = true;
@@ -95,8 +143,10 @@ impl Handoff {
     /// Returns a written batch to the pool, cleared.
     pub fn give_back(&self, mut batch: Batch) {
         batch.clear();
-        // The pool was sized for every batch in existence, so this cannot be full.
-        let _ = self.empty.push(batch);
+        self.empty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(batch);
     }
 
     /// Sealed batches waiting for a writer.

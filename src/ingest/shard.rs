@@ -455,11 +455,17 @@ pub fn run(
                 None => MAX_WAIT,
             }
         };
-        // One clock read per receive call, not per datagram: the first datagram stamps it.
-        let mut stamp: Option<(i64, Instant)> = None;
+        // A datagram's arrival is the kernel's receive time (SO_TIMESTAMPNS); where the kernel
+        // gave none, the wall clock, read once per receive call. The monotonic clock (batch
+        // ages) is read once per receive call too.
+        let mut now_at: Option<Instant> = None;
+        let mut wall_us: Option<i64> = None;
         let got = rx.recv(wait, &mut |d| {
-            let (us, now) =
-                *stamp.get_or_insert_with(|| (unix_us(SystemTime::now()), Instant::now()));
+            let now = *now_at.get_or_insert_with(Instant::now);
+            let us = match d.received_us {
+                Some(us) => us,
+                None => *wall_us.get_or_insert_with(|| unix_us(SystemTime::now())),
+            };
             st.on_datagram(d, us, now);
         });
         let now = Instant::now();

@@ -236,6 +236,12 @@ pub fn encode_copy<'a>(
 /// Appends every flow of `batch` as binary COPY tuples (no header or trailer; see
 /// [`encode_copy`]).
 pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
+    encode_rows_with(batch, shape, out, true);
+}
+
+/// [`encode_rows`], with the fixed-width v5 path switchable (off: every row takes the general
+/// path; the tests compare the two byte for byte).
+fn encode_rows_with(batch: &Columns, shape: Shape, out: &mut Vec<u8>, fixed: bool) {
     out.reserve(batch.len() * MAX_ROW_BYTES);
     let field_count = (shape.columns().len() as i16).to_be_bytes();
     let full = shape.full();
@@ -244,8 +250,50 @@ pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
         let received = pg_time_from_unix_us(dg.received_us);
         let start = dg.first_flow as usize;
         let source_id = i64::from(dg.source_id);
+        let exporter_v4 = v4_bits(dg.exporter);
         for i in start..start + usize::from(dg.count) {
             let has = batch.present[i];
+            if fixed && !full && has & !p::TIME_SUSPECT == p::V5 {
+                if let (Some(src), Some(dst), Some(hop), Some(exp)) = (
+                    v4_bits(batch.src_addr[i]),
+                    v4_bits(batch.dst_addr[i]),
+                    v4_bits(batch.next_hop[i]),
+                    exporter_v4,
+                ) {
+                    let row = V5Row {
+                        start: pg_time_from_unix_ms(batch.flow_start_ms[i]),
+                        end: pg_time_from_unix_ms(batch.flow_end_ms[i]),
+                        addrs: [src, dst, hop],
+                        src_port: batch.src_port[i],
+                        dst_port: batch.dst_port[i],
+                        protocol: batch.protocol[i],
+                        tcp_flags: batch.tcp_flags[i],
+                        tos: batch.tos[i],
+                        input_if: batch.input_if[i],
+                        output_if: batch.output_if[i],
+                        packets: i64::try_from(batch.packets[i]).unwrap_or(i64::MAX),
+                        bytes: i64::try_from(batch.bytes[i]).unwrap_or(i64::MAX),
+                        src_as: batch.src_as[i],
+                        dst_as: batch.dst_as[i],
+                        src_mask: batch.src_mask[i],
+                        dst_mask: batch.dst_mask[i],
+                        exporter: exp,
+                        engine: [dg.engine_type, dg.engine_id],
+                        sampling_interval: i32::try_from(batch.sampling_interval[i])
+                            .unwrap_or(i32::MAX),
+                        sampling_mode: dg.sampling_mode,
+                        version: dg.version,
+                        received,
+                        sampling_source: batch.sampling_source[i],
+                    };
+                    if flagged {
+                        row.put_flagged(has & p::TIME_SUSPECT != 0, out);
+                    } else {
+                        out.extend_from_slice(&row.bytes());
+                    }
+                    continue;
+                }
+            }
             // Optional fields: the value when the row has it, else NULL.
             macro_rules! opt {
                 ($bit:expr, $write:expr) => {
@@ -320,6 +368,117 @@ pub fn encode_rows(batch: &Columns, shape: Shape, out: &mut Vec<u8>) {
             if flagged {
                 opt!(p::TIME_SUSPECT, out.extend_from_slice(&[0, 0, 0, 1, 1]));
             }
+        }
+    }
+}
+
+/// The IPv4 address of a v4-mapped `u128`, as a big-endian u32.
+#[inline(always)]
+fn v4_bits(addr: u128) -> Option<u32> {
+    (addr >> 32 == 0xffff).then_some(addr as u32)
+}
+
+/// One [`Shape::Basic`] row whose optional fields are exactly a v5 record's and whose four
+/// addresses are IPv4: every field then has a fixed width and place, so the row is written as
+/// one fixed-size array (about 4× faster than appending field by field, measured with
+/// `cargo bench --bench pipeline`). Bytes identical to the general path (tested).
+struct V5Row {
+    start: i64,
+    end: i64,
+    addrs: [u32; 3],
+    src_port: u16,
+    dst_port: u16,
+    protocol: u8,
+    tcp_flags: u8,
+    tos: u8,
+    input_if: u32,
+    output_if: u32,
+    packets: i64,
+    bytes: i64,
+    src_as: u32,
+    dst_as: u32,
+    src_mask: u8,
+    dst_mask: u8,
+    exporter: u32,
+    engine: [u8; 2],
+    sampling_interval: i32,
+    sampling_mode: u8,
+    version: u8,
+    received: i64,
+    sampling_source: u8,
+}
+
+/// Bytes of a [`V5Row`]: the field count, 26 length words and the values.
+const V5_ROW_LEN: usize = 242;
+
+impl V5Row {
+    #[inline(always)]
+    fn bytes(&self) -> [u8; V5_ROW_LEN] {
+        let mut r = [0u8; V5_ROW_LEN];
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            r[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        let i16f = |v: i16| {
+            let [a, b] = v.to_be_bytes();
+            [0, 0, 0, 2, a, b]
+        };
+        let i32f = |v: i32| {
+            let [a, b, c, d] = v.to_be_bytes();
+            [0, 0, 0, 4, a, b, c, d]
+        };
+        let i64f = |v: i64| {
+            let mut f = [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0];
+            f[4..].copy_from_slice(&v.to_be_bytes());
+            f
+        };
+        let inet4 = |v: u32| {
+            let [a, b, c, d] = v.to_be_bytes();
+            [0, 0, 0, 8, 2, 32, 0, 4, a, b, c, d]
+        };
+        put(&(BASIC_COLUMNS.len() as i16).to_be_bytes());
+        put(&i64f(self.start));
+        put(&i64f(self.end));
+        for a in self.addrs {
+            put(&inet4(a));
+        }
+        put(&i32f(i32::from(self.src_port)));
+        put(&i32f(i32::from(self.dst_port)));
+        put(&i16f(i16::from(self.protocol)));
+        put(&i16f(i16::from(self.tcp_flags)));
+        put(&i16f(i16::from(self.tos)));
+        put(&i64f(i64::from(self.input_if)));
+        put(&i64f(i64::from(self.output_if)));
+        put(&i64f(self.packets));
+        put(&i64f(self.bytes));
+        put(&i64f(i64::from(self.src_as)));
+        put(&i64f(i64::from(self.dst_as)));
+        put(&i16f(i16::from(self.src_mask)));
+        put(&i16f(i16::from(self.dst_mask)));
+        put(&inet4(self.exporter));
+        put(&i16f(i16::from(self.engine[0])));
+        put(&i16f(i16::from(self.engine[1])));
+        put(&i32f(self.sampling_interval));
+        put(&i16f(i16::from(self.sampling_mode)));
+        put(&i16f(i16::from(self.version)));
+        put(&i64f(self.received));
+        put(&i16f(i16::from(self.sampling_source)));
+        debug_assert_eq!(at, V5_ROW_LEN);
+        r
+    }
+
+    /// Appends the [`Shape::BasicFlagged`] row: one more field, `time_suspect` (true or
+    /// NULL).
+    #[inline(always)]
+    fn put_flagged(&self, suspect: bool, out: &mut Vec<u8>) {
+        let mut r = self.bytes();
+        r[..2].copy_from_slice(&(BASIC_FLAGGED_COLUMNS.len() as i16).to_be_bytes());
+        out.extend_from_slice(&r);
+        if suspect {
+            out.extend_from_slice(&[0, 0, 0, 1, 1]);
+        } else {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
         }
     }
 }
@@ -539,6 +698,84 @@ mod tests {
         );
         assert_eq!(received_range(&[]), None);
         assert_eq!(received_range(&tuples[..10]), None);
+    }
+
+    /// The fixed-width v5 rows are byte for byte what the general path writes: for decoded
+    /// datagrams of varied values, in the basic and the flagged shape, with an IPv6 exporter
+    /// and an IPv6 address in the mix (those rows take the general path).
+    #[test]
+    fn fixed_v5_rows_match_the_general_path() {
+        use nfpg_wire::v5::encode::{datagram, Header, Record};
+        let mut b = Columns::with_capacity(30 * 8);
+        let mut x: u32 = 0x9e37_79b9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for d in 0..8u32 {
+            let records: Vec<Record> = (0..30)
+                .map(|_| Record {
+                    src_addr: next().to_be_bytes(),
+                    dst_addr: next().to_be_bytes(),
+                    next_hop: next().to_be_bytes(),
+                    input: next() as u16,
+                    output: next() as u16,
+                    packets: next(),
+                    octets: next(),
+                    first: next() % 1_000_000,
+                    last: next() % 1_000_000,
+                    src_port: next() as u16,
+                    dst_port: next() as u16,
+                    tcp_flags: next() as u8,
+                    protocol: next() as u8,
+                    tos: next() as u8,
+                    src_as: next() as u16,
+                    dst_as: next() as u16,
+                    src_mask: next() as u8,
+                    dst_mask: next() as u8,
+                })
+                .collect();
+            let h = Header {
+                sys_uptime: 2_000_000,
+                unix_secs: 1_700_000_000 + d,
+                unix_nsecs: next() % 1_000_000_000,
+                flow_sequence: d * 30,
+                engine_type: next() as u8,
+                engine_id: next() as u8,
+                sampling_interval: next() as u16,
+            };
+            let exporter = if d == 5 {
+                u128::from("2001:db8::5".parse::<std::net::Ipv6Addr>().unwrap())
+            } else {
+                v4_to_u128(0x7f01_0001 + d)
+            };
+            let meta = nfpg_wire::columns::DatagramMeta {
+                exporter,
+                received_us: 1_700_000_000_000_000 + i64::from(d),
+            };
+            nfpg_wire::v5::decode(&datagram(&h, &records), &meta, &mut b).unwrap();
+        }
+        b.dst_addr[7] = u128::from("2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap());
+        for (shape, flag_every) in [(Shape::Basic, 0), (Shape::BasicFlagged, 3)] {
+            if flag_every > 0 {
+                for i in (0..b.len()).step_by(flag_every) {
+                    b.present[i] |= p::TIME_SUSPECT;
+                }
+            }
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            encode_rows_with(&b, shape, &mut fast, true);
+            encode_rows_with(&b, shape, &mut general, false);
+            let first = fast.iter().zip(&general).position(|(a, b)| a != b);
+            assert_eq!(
+                fast.len(),
+                general.len(),
+                "{shape:?}: first difference at {first:?}"
+            );
+            assert!(fast == general, "{shape:?}: the fixed rows differ");
+            assert_eq!(Shape::of([&b]), shape);
+        }
     }
 
     #[test]

@@ -40,6 +40,8 @@ use crate::obs::stats::{SpoolCounters, WriterCounters};
 
 /// Most batches one writer takes from the queue for one COPY (the pool is sized for it).
 pub const MAX_BATCHES_PER_COPY: usize = 16;
+/// Longest an idle writer sleeps before it looks at the stop flag again.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Longest one statement of a writer may run before the server cancels it (a stuck COPY then
 /// fails and its data is spooled instead of holding the writer).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -499,7 +501,8 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
             if sh.shards_done.load(Relaxed) && sh.handoff.depth() == 0 {
                 break;
             }
-            std::thread::sleep(Duration::from_micros(500));
+            // Sleeps until a shard queues a batch; the timeout bounds how late a stop is seen.
+            sh.handoff.wait_full(IDLE_WAIT);
             continue;
         }
         if rows > 0 {

@@ -6,11 +6,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::socket::sockaddr_to_std;
+use super::socket::{parse_control, sockaddr_to_std, CONTROL_LEN};
 use super::{Datagram, Receiver, MAX_DATAGRAM};
-
-/// Room for one SO_RXQ_OVFL control message (a u32) with its header, generously aligned.
-const CONTROL_LEN: usize = 64;
 
 /// A recvmmsg receiver. The iovecs and message headers point into `bufs`, `addrs` and
 /// `control`, which are allocated once and never resized, so the pointers stay valid for the
@@ -19,7 +16,7 @@ pub struct MmsgReceiver {
     socket: UdpSocket,
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
-    _control: Vec<[u64; CONTROL_LEN / 8]>,
+    control: Vec<[u64; CONTROL_LEN / 8]>,
     _iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     drops: super::socket::DropCount,
@@ -65,7 +62,7 @@ impl MmsgReceiver {
             socket,
             bufs,
             addrs,
-            _control: control,
+            control,
             _iovecs: iovecs,
             headers,
             drops,
@@ -120,22 +117,13 @@ impl MmsgReceiver {
     }
 }
 
-/// Reads the SO_RXQ_OVFL drop counter from a message's control data, if present.
-fn rxq_ovfl(hdr: &libc::msghdr) -> Option<u32> {
-    // SAFETY: `hdr` was filled by the kernel; CMSG_FIRSTHDR/NXTHDR stay within
-    // msg_controllen and return null at the end.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
-                return Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(cmsg).cast::<u32>(),
-                ));
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
+/// A control buffer as bytes (it is `u64`s only for the alignment `cmsghdr` needs).
+fn control_bytes(words: &[u64; CONTROL_LEN / 8]) -> [u8; CONTROL_LEN] {
+    let mut out = [0u8; CONTROL_LEN];
+    for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_ne_bytes());
     }
-    None
+    out
 }
 
 impl Receiver for MmsgReceiver {
@@ -166,7 +154,10 @@ impl Receiver for MmsgReceiver {
             let hdr = &self.headers[i];
             let len = (hdr.msg_len as usize).min(MAX_DATAGRAM);
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            if let Some(d) = rxq_ovfl(&hdr.msg_hdr) {
+            #[allow(clippy::unnecessary_cast)] // socklen_t on musl
+            let used = (hdr.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+            let control = parse_control(&control_bytes(&self.control[i])[..used]);
+            if let Some(d) = control.drops {
                 self.drops.note(d);
             }
             let source = sockaddr_to_std(&self.addrs[i])
@@ -176,6 +167,7 @@ impl Receiver for MmsgReceiver {
                 data: &self.bufs[start..start + len],
                 source,
                 truncated,
+                received_us: control.received_us,
             });
         }
         Ok(n)

@@ -75,6 +75,9 @@ pub struct Datagram<'a> {
     pub source: SocketAddr,
     /// The kernel cut the datagram to the buffer size.
     pub truncated: bool,
+    /// When the kernel received it (SO_TIMESTAMPNS), µs since the Unix epoch; `None` where
+    /// the kernel sent no timestamp.
+    pub received_us: Option<i64>,
 }
 
 /// A receive path bound to one socket.

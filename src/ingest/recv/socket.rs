@@ -36,12 +36,77 @@ pub fn bind_reuseport(addr: SocketAddr, rcvbuf: usize) -> io::Result<BoundSocket
     }
     // Best effort: a kernel without SO_RXQ_OVFL just leaves the drop count unknown.
     let _ = set_int_opt(&socket, libc::SO_RXQ_OVFL, 1);
+    // The kernel's receive time with every datagram (`received_at` and the latency are
+    // measured from it); without it the shard reads the clock once per receive call.
+    let _ = set_int_opt(&socket, libc::SO_TIMESTAMPNS, 1);
     socket.bind(&addr.into())?;
     let granted = socket.recv_buffer_size()?;
     Ok(BoundSocket {
         socket: socket.into(),
         rcvbuf: granted,
     })
+}
+
+/// What a datagram's control data (ancillary messages) told: SO_RXQ_OVFL's running drop count
+/// and SO_TIMESTAMPNS's receive time, each where the kernel sent it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    pub drops: Option<u32>,
+    /// When the kernel received the datagram, µs since the Unix epoch.
+    pub received_us: Option<i64>,
+}
+
+/// Room the control data of one datagram needs: SO_RXQ_OVFL (a u32) and SO_TIMESTAMPNS (a
+/// timespec), each after its `cmsghdr`, with slack.
+pub const CONTROL_LEN: usize = 96;
+
+/// Parses control data as the kernel wrote it (a run of `cmsghdr`s, each followed by its data
+/// at the next `usize` boundary). The area may sit at any offset in a buffer (io_uring puts it
+/// after the source address), so every read is unaligned and bounds-checked.
+pub fn parse_control(control: &[u8]) -> Control {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    let align =
+        |len: usize| len.div_ceil(std::mem::size_of::<usize>()) * std::mem::size_of::<usize>();
+    let data_at = align(HDR);
+    let mut out = Control::default();
+    let mut off = 0;
+    while off + HDR <= control.len() {
+        // SAFETY: `off + HDR <= control.len()`, so the read stays in the slice; cmsghdr is plain
+        // old data (every bit pattern is valid) and read_unaligned needs no alignment.
+        let hdr = unsafe {
+            control
+                .as_ptr()
+                .add(off)
+                .cast::<libc::cmsghdr>()
+                .read_unaligned()
+        };
+        // cmsg_len is size_t on glibc but socklen_t on musl.
+        #[allow(clippy::unnecessary_cast)]
+        let len = hdr.cmsg_len as usize;
+        if len < HDR {
+            break;
+        }
+        let data = control.get(off + data_at..(off + len).min(control.len()));
+        if hdr.cmsg_level == libc::SOL_SOCKET {
+            match (hdr.cmsg_type, data) {
+                (libc::SO_RXQ_OVFL, Some(d)) if d.len() >= 4 => {
+                    out.drops = Some(u32::from_ne_bytes([d[0], d[1], d[2], d[3]]));
+                }
+                (libc::SO_TIMESTAMPNS, Some(d)) if d.len() >= 16 => {
+                    let word = |at: usize| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&d[at..at + 8]);
+                        i64::from_ne_bytes(b)
+                    };
+                    // A timespec of two 64-bit words (every 64-bit Linux).
+                    out.received_us = Some(word(0) * 1_000_000 + word(8) / 1_000);
+                }
+                _ => {}
+            }
+        }
+        off += align(len);
+    }
+    out
 }
 
 /// Sets an integer SOL_SOCKET option that socket2 does not wrap.

@@ -17,7 +17,7 @@
 //!
 //! Buffer layout (one per ring entry, `BUF_LEN` bytes, as the kernel writes it for multishot
 //! recvmsg): `io_uring_recvmsg_out` header | source address (`NAME_LEN`) | control data
-//! (`CONTROL_LEN`, where SO_RXQ_OVFL lands) | payload (up to [`MAX_DATAGRAM`]).
+//! (`CONTROL_LEN`, where SO_RXQ_OVFL and SO_TIMESTAMPNS land) | payload (up to [`MAX_DATAGRAM`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -35,8 +35,7 @@ use super::{Datagram, Receiver, MAX_DATAGRAM};
 const OUT_HEADER_LEN: usize = 16;
 /// Room for the source address: a `sockaddr_in6` (28 bytes) rounded up to 8.
 const NAME_LEN: usize = 32;
-/// Room for one SO_RXQ_OVFL control message (a u32) with its header, generously.
-const CONTROL_LEN: usize = 64;
+use super::socket::{parse_control, CONTROL_LEN};
 /// Bytes the kernel may write into one provided buffer.
 const BUF_LEN: usize = OUT_HEADER_LEN + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM;
 /// Distance between buffers: `BUF_LEN` rounded up to a cache line.
@@ -48,6 +47,8 @@ const RECV_TAG: u64 = 1;
 const CANCEL_TAG: u64 = 2;
 /// Submission queue size: at most a re-arm and a cancel are ever queued.
 const SQ_ENTRIES: u32 = 8;
+/// Longest a shard waits for a batch of completions before it takes what has come (µs).
+const COALESCE_US: u32 = 1000;
 /// Largest buffer ring the kernel accepts.
 const MAX_RING_ENTRIES: usize = 32768;
 
@@ -303,6 +304,8 @@ pub struct UringReceiver {
     /// An error from a completion, reported by the next `recv` (this one delivered data).
     deferred: Option<io::Error>,
     setup: &'static str,
+    /// Completions to wait for (batch wait), where the kernel has `IORING_FEAT_MIN_TIMEOUT`.
+    coalesce: Option<usize>,
 }
 
 impl UringReceiver {
@@ -368,13 +371,15 @@ impl UringReceiver {
                     self.unparsed += 1;
                     continue;
                 };
-                if let Some(d) = rxq_ovfl(out.control_data()) {
+                let control = parse_control(out.control_data());
+                if let Some(d) = control.drops {
                     self.drops.note(d);
                 }
                 sink(Datagram {
                     data: out.payload_data(),
                     source: source_addr(out.name_data()),
                     truncated: out.is_payload_truncated(),
+                    received_us: control.received_us,
                 });
                 n += 1;
                 // `lease` drops here: the buffer goes back to the kernel.
@@ -458,6 +463,12 @@ impl Parts {
 
     pub(super) fn attach(self, socket: UdpSocket) -> UringReceiver {
         let drops = super::socket::DropCount::new(&socket);
+        // A quarter of the buffers: the rest stay free for what arrives meanwhile.
+        let coalesce = self
+            .ring
+            .params()
+            .is_feature_min_timeout()
+            .then_some((usize::from(self.bufs.entries) / 4).max(1));
         UringReceiver {
             ring: self.ring,
             bufs: self.bufs,
@@ -470,6 +481,7 @@ impl Parts {
             unparsed: 0,
             deferred: None,
             setup: self.setup,
+            coalesce,
         }
     }
 }
@@ -499,39 +511,6 @@ fn build_ring(cq_entries: u32) -> io::Result<(IoUring, &'static str)> {
         }
     }
     Err(first.unwrap_or_else(|| io::Error::other("io_uring_setup failed")))
-}
-
-/// Reads the SO_RXQ_OVFL drop counter from control data, if present. The control area sits at
-/// an arbitrary offset in the buffer, so headers are read unaligned.
-fn rxq_ovfl(control: &[u8]) -> Option<u32> {
-    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
-    let align =
-        |len: usize| len.div_ceil(std::mem::size_of::<usize>()) * std::mem::size_of::<usize>();
-    let data_at = align(HDR);
-    let mut off = 0;
-    while off + HDR <= control.len() {
-        // SAFETY: `off + HDR <= control.len()`, so the read stays in the slice; cmsghdr is plain
-        // old data (every bit pattern is valid) and read_unaligned needs no alignment.
-        let hdr = unsafe {
-            control
-                .as_ptr()
-                .add(off)
-                .cast::<libc::cmsghdr>()
-                .read_unaligned()
-        };
-        // cmsg_len is size_t on glibc but socklen_t on musl.
-        #[allow(clippy::unnecessary_cast)]
-        let len = hdr.cmsg_len as usize;
-        if len < HDR {
-            break;
-        }
-        if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SO_RXQ_OVFL {
-            let bytes = control.get(off + data_at..off + data_at + 4)?;
-            return Some(u32::from_ne_bytes(bytes.try_into().ok()?));
-        }
-        off += align(len);
-    }
-    None
 }
 
 /// Converts the raw `sockaddr_in`/`sockaddr_in6` bytes the kernel wrote into a `SocketAddr`
@@ -570,10 +549,22 @@ impl Receiver for UringReceiver {
             self.arm()?;
         }
         // One enter submits a pending re-arm, runs deferred work and waits for a completion
-        // (a zero timeout only collects what is ready).
+        // (a zero timeout only collects what is ready). Where the kernel has the batch wait
+        // (`IORING_FEAT_MIN_TIMEOUT`, 6.12), it waits up to `COALESCE_US` for `coalesce`
+        // completions and then returns with whatever is there, so a busy shard wakes once per
+        // batch of datagrams rather than once per datagram; a datagram waits at most that long
+        // before decoding (its arrival time comes from the kernel, so only batch ages shift).
         let ts = types::Timespec::from(timeout);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
+        let (want, args) = match self.coalesce {
+            Some(n) if !timeout.is_zero() => (
+                n,
+                types::SubmitArgs::new()
+                    .min_wait_usec(COALESCE_US)
+                    .timespec(&ts),
+            ),
+            _ => (1, types::SubmitArgs::new().timespec(&ts)),
+        };
+        match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
             // ETIME: nothing arrived in time; EINTR: a signal; EBUSY: completions are waiting
             // in the kernel's overflow list and the drain below makes room for them.
@@ -610,7 +601,7 @@ impl Receiver for UringReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::recv::socket::bind_reuseport;
+    use crate::ingest::recv::socket::{bind_reuseport, Control};
 
     /// Skips (returns None, printing why) where io_uring cannot run, else binds a receiver
     /// with `entries` buffers on a fresh loopback port.
@@ -776,23 +767,36 @@ mod tests {
         assert_eq!(source_addr(&v6), "[::1]:9995".parse().unwrap());
         assert_eq!(source_addr(&[]), SocketAddr::from(([0, 0, 0, 0], 0)));
 
-        // One SOL_SOCKET/SO_RXQ_OVFL message carrying 42, at an odd offset.
+        // SO_RXQ_OVFL carrying 42, then SO_TIMESTAMPNS, at an odd offset.
         let hdr = std::mem::size_of::<libc::cmsghdr>();
-        let mut control = vec![0u8; 1 + hdr + 8];
-        // SAFETY: `control` has room for a cmsghdr at offset 1; write_unaligned needs no alignment.
-        unsafe {
-            control
-                .as_mut_ptr()
-                .add(1)
-                .cast::<libc::cmsghdr>()
-                .write_unaligned(libc::cmsghdr {
-                    cmsg_len: (hdr + 4) as _,
-                    cmsg_level: libc::SOL_SOCKET,
-                    cmsg_type: libc::SO_RXQ_OVFL,
-                });
-        }
+        let mut control = vec![0u8; 1 + hdr + 8 + hdr + 16];
+        let put = |control: &mut Vec<u8>, at: usize, len: usize, kind: libc::c_int| {
+            // SAFETY: `control` has room for a cmsghdr at `at`; write_unaligned needs no
+            // alignment.
+            unsafe {
+                control
+                    .as_mut_ptr()
+                    .add(at)
+                    .cast::<libc::cmsghdr>()
+                    .write_unaligned(libc::cmsghdr {
+                        cmsg_len: (hdr + len) as _,
+                        cmsg_level: libc::SOL_SOCKET,
+                        cmsg_type: kind,
+                    });
+            }
+        };
+        put(&mut control, 1, 4, libc::SO_RXQ_OVFL);
         control[1 + hdr..1 + hdr + 4].copy_from_slice(&42u32.to_ne_bytes());
-        assert_eq!(rxq_ovfl(&control[1..]), Some(42));
-        assert_eq!(rxq_ovfl(&control[1..hdr]), None);
+        let ts = 1 + hdr + 8;
+        put(&mut control, ts, 16, libc::SO_TIMESTAMPNS);
+        control[ts + hdr..ts + hdr + 8].copy_from_slice(&1_700_000_000i64.to_ne_bytes());
+        control[ts + hdr + 8..ts + hdr + 16].copy_from_slice(&123_456_789i64.to_ne_bytes());
+        let got = parse_control(&control[1..]);
+        assert_eq!(got.drops, Some(42));
+        assert_eq!(got.received_us, Some(1_700_000_000_123_456));
+        // Cut short: the timestamp's data is missing, the drop count is still read.
+        let cut = parse_control(&control[1..ts + hdr + 8]);
+        assert_eq!((cut.drops, cut.received_us), (Some(42), None));
+        assert_eq!(parse_control(&control[1..hdr]), Control::default());
     }
 }
