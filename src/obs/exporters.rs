@@ -434,8 +434,10 @@ impl ExporterTable {
 
     /// Changes since they were last taken, at most `max_rows` rows (those with the most new
     /// datagrams first, so a flood of one-datagram sources cannot starve the real exporters;
-    /// the rest come next time), marked as written. If writing them fails, pass them
-    /// to [`ExporterTable::unflush`] so a later call includes them again.
+    /// the rest come next time), marked as written. If writing them surely failed (nothing
+    /// committed), pass them to [`ExporterTable::unflush`] so a later call includes them
+    /// again; if the write may have committed, keep them with
+    /// [`ExporterTable::set_in_doubt`] (what `store::exporters::flush_exporters` does).
     pub fn take_deltas(&mut self, max_rows: usize) -> Vec<ExporterDelta> {
         let now = std::time::Instant::now();
         let n_carried = self.carried.len().min(max_rows);
