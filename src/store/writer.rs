@@ -104,8 +104,8 @@ pub enum WriteError {
     /// Nothing works until an operator acts; spool and retry with back-off.
     #[error("database configuration error: {0}")]
     Config(String),
-    /// The connection broke after COMMIT was sent and before its reply: the COPY may have
-    /// committed. Only its own database can tell (by the marker), so it is spooled for that
+    /// The connection broke after COMMIT was sent and before its reply, or the server ended
+    /// the session in reply (FATAL): the COPY may have committed. Only its own database can tell (by the marker), so it is spooled for that
     /// database, never sent to another.
     #[error("database connection lost while committing (the COPY may have committed): {0}")]
     InDoubt(String),
@@ -234,9 +234,14 @@ impl PgSink {
                     .map_err(CopyFail::Pg)?;
             }
         }
-        // An error the server sent means it did not commit; no answer at all means it may have.
+        // An ERROR the server sent means it did not commit. No answer, or a FATAL (the server
+        // ending the session, e.g. shutting down, which can come after the commit itself),
+        // means it may have.
         tx.commit().map_err(|e| {
-            if e.as_db_error().is_some() {
+            let refused = e
+                .as_db_error()
+                .is_some_and(|d| d.parsed_severity() == Some(postgres::error::Severity::Error));
+            if refused {
                 CopyFail::Pg(e)
             } else {
                 CopyFail::Commit(e)
