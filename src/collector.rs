@@ -4,6 +4,11 @@
 //! sockets → writers drain the queue → exporter statistics are written) so that everything
 //! received and decoded is stored before it returns. What each stage does lives in its own
 //! folder; this file only connects them.
+//!
+//! With several database endpoints (`--database-url` more than once) each endpoint gets its
+//! own spool (a `db-…` directory inside the spool directory), health, replayer and
+//! housekeeper; the writers spread their COPYs over the endpoints; the first endpoint also
+//! receives the exporter statistics and templates.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -31,7 +36,7 @@ use crate::store::health::Health;
 use crate::store::replay::Replayer;
 use crate::store::spool::{Identity, Spool};
 use crate::store::writer::{
-    self, NullSink, PgSink, Sink, SpoolOverflow, WriterConfig, WriterShared,
+    self, NullSink, PgSink, Route, Sink, SpoolOverflow, WriterConfig, WriterShared,
 };
 use crate::store::{exporters as exporters_sql, housekeeper, templates as templates_sql};
 
@@ -47,8 +52,13 @@ pub struct Signals {
 /// A started collector. Dropping it without [`Running::stop`] leaves its threads running
 /// until the process exits.
 pub struct Running {
-    database: Option<Database>,
+    /// The database endpoints (none with the null sink); the first holds the exporter
+    /// statistics and templates.
+    databases: Vec<Database>,
+    /// One per endpoint, in the same order (one without a spool with the null sink).
+    routes: Vec<Route>,
     schema: Schema,
+    instance: String,
     handoff: Arc<Handoff>,
     counters: Counters,
     exporters: Arc<Mutex<ExporterTable>>,
@@ -57,14 +67,12 @@ pub struct Running {
     hist_log: Option<HistLog>,
     shard_threads: Vec<JoinHandle<()>>,
     writer_threads: Vec<JoinHandle<()>>,
-    house: Option<JoinHandle<()>>,
-    replayer: Option<JoinHandle<()>>,
-    spool: Option<Arc<Spool>>,
+    house: Vec<JoinHandle<()>>,
+    replayers: Vec<JoinHandle<()>>,
     netflow: Arc<NetflowShared>,
     replay_stop: Arc<AtomicBool>,
     spool_only: Arc<AtomicBool>,
     stop_timeout: Duration,
-    health: Arc<Health>,
     shards_stop: Arc<AtomicBool>,
     shards_done: Arc<AtomicBool>,
     house_stop: Arc<AtomicBool>,
@@ -91,36 +99,74 @@ pub fn run(args: &RunArgs, signals: Signals) -> Result<Snapshot> {
 /// writers connected.
 pub fn start(args: &RunArgs) -> Result<Running> {
     let schema = Schema::new(&args.db.schema)?;
+    let instance = args.instance_name();
     let counters = Counters::new(args.shard_count(), args.writers.max(1));
-    let health = Arc::new(Health::new(counters.spool_gauges.clone()));
-    let (database, spool) = match args.sink {
+    let mut databases = Vec::new();
+    let mut routes = Vec::new();
+    match args.sink {
         SinkKind::Pg => {
-            let d = open_database(&args.db.target())?;
-            let spool = Spool::open(
-                &args.spool_dir(),
-                args.spool_max,
-                Identity::of(&d.conninfo, schema.name())?,
-                counters.spool_gauges.clone(),
-            )?;
-            tracing::info!(
-                "spool: {} (up to {} bytes) for {}",
-                spool.dir().display(),
-                spool.max_bytes(),
-                spool.identity()
-            );
-            // A database that is down or misconfigured at start is not fatal: flows go to the
-            // spool and the replayer keeps trying (and says why in the log).
-            match prepare_schema(&d.conninfo, &schema) {
-                Ok(()) => health.mark_up(),
-                Err(e) => tracing::error!("database not usable at start: {e:#}"),
+            let targets = args.db.targets();
+            let several = targets.len() > 1;
+            for target in &targets {
+                let d = open_database(target)?;
+                let identity = Identity::of(&d.conninfo, schema.name())?;
+                if routes
+                    .iter()
+                    .any(|r: &Route| r.spool.as_ref().is_some_and(|s| *s.identity() == identity))
+                {
+                    anyhow::bail!("the database {identity} is given twice");
+                }
+                let dir = if several {
+                    args.spool_dir().join(identity.dir_name())
+                } else {
+                    args.spool_dir()
+                };
+                let label = if several {
+                    format!("database {identity}")
+                } else {
+                    String::new()
+                };
+                let spool = Spool::open(
+                    &dir,
+                    args.spool_max,
+                    identity,
+                    counters.spool_gauges.clone(),
+                )?
+                .with_instance(&instance);
+                tracing::info!(
+                    "spool: {} (up to {} bytes over all endpoints) for {}",
+                    spool.dir().display(),
+                    spool.max_bytes(),
+                    spool.identity()
+                );
+                let health = Arc::new(Health::labelled(counters.spool_gauges.clone(), &label));
+                // A database that is down or misconfigured at start is not fatal: flows go to
+                // the spool (or another endpoint) and the replayer keeps trying (and says why
+                // in the log).
+                match prepare_schema(&d.conninfo, &schema) {
+                    Ok(()) => health.mark_up(),
+                    Err(e) => tracing::error!("database not usable at start: {e:#}"),
+                }
+                databases.push(d);
+                routes.push(Route {
+                    health,
+                    spool: Some(Arc::new(spool)),
+                });
             }
-            (Some(d), Some(Arc::new(spool)))
         }
         SinkKind::Null => {
+            let health = Arc::new(Health::new(counters.spool_gauges.clone()));
             health.mark_up();
-            (None, None)
+            routes.push(Route {
+                health,
+                spool: None,
+            });
         }
-    };
+    }
+    tracing::info!(
+        "instance {instance}, {} database endpoint(s)",
+        databases.len()
+    );
 
     let shards = args.shard_count();
     let writers = args.writers.max(1);
@@ -144,8 +190,10 @@ pub fn start(args: &RunArgs) -> Result<Running> {
     );
     netflow.max_templates = args.max_templates;
     let netflow = Arc::new(netflow);
-    if let (Some(d), true) = (&database, health.is_up()) {
-        match db::connect(&d.conninfo).and_then(|mut c| templates_sql::load(&mut c, &schema)) {
+    if let (Some(d), true) = (databases.first(), routes[0].health.is_up()) {
+        match db::connect(&d.conninfo)
+            .and_then(|mut c| templates_sql::load(&mut c, &schema, &instance))
+        {
             Ok(stored) => {
                 let n = netflow.load(stored.into_iter().map(|t| {
                     (
@@ -166,12 +214,13 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         }
     }
     let exporters = Arc::new(Mutex::new(ExporterTable::with_limit(args.max_exporters)));
-    if let Some(spool) = &spool {
-        let carried = exporters_sql::load_pending(spool);
-        exporters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .carry(carried);
+    if let Some(spool) = &routes[0].spool {
+        let (carried, in_doubt) = exporters_sql::load_pending(spool);
+        let mut table = exporters.lock().unwrap_or_else(|p| p.into_inner());
+        table.carry(carried);
+        if let Some(flush) = in_doubt {
+            table.set_in_doubt(flush);
+        }
     }
     let shards_stop = Arc::new(AtomicBool::new(false));
     let shards_done = Arc::new(AtomicBool::new(false));
@@ -181,9 +230,15 @@ pub fn start(args: &RunArgs) -> Result<Running> {
 
     let mut writer_threads = Vec::new();
     for id in 0..writers {
-        let sink: Box<dyn Sink> = match &database {
-            Some(d) => Box::new(PgSink::new(&d.conninfo, &schema)),
-            None => Box::new(NullSink),
+        let sinks: Vec<Box<dyn Sink>> = if databases.is_empty() {
+            vec![Box::new(NullSink)]
+        } else {
+            databases
+                .iter()
+                .map(|d| -> Box<dyn Sink> {
+                    Box::new(PgSink::new(&d.conninfo, &schema).with_instance(&instance))
+                })
+                .collect()
         };
         let shared = WriterShared {
             handoff: handoff.clone(),
@@ -192,8 +247,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             exporters: exporters.clone(),
             shards_done: shards_done.clone(),
             spool_only: spool_only.clone(),
-            health: health.clone(),
-            spool: spool.clone(),
+            routes: routes.clone(),
         };
         let cfg = WriterConfig {
             id,
@@ -203,60 +257,52 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         writer_threads.push(
             thread::Builder::new()
                 .name(format!("nfpg-writer-{id}"))
-                .spawn(move || writer::run(cfg, sink, shared))?,
+                .spawn(move || writer::run(cfg, sinks, shared))?,
         );
     }
-    let replayer = match (&database, &spool) {
-        (Some(d), Some(spool)) => {
+    let mut replayers = Vec::new();
+    let mut house = Vec::new();
+    for (i, (d, route)) in databases.iter().zip(&routes).enumerate() {
+        if let Some(spool) = &route.spool {
             let r = Replayer {
                 spool: spool.clone(),
                 conninfo: d.conninfo.clone(),
                 schema: schema.clone(),
-                health: health.clone(),
+                health: route.health.clone(),
                 counters: counters.spool.clone(),
             };
             let stop = replay_stop.clone();
-            Some(
+            replayers.push(
                 thread::Builder::new()
-                    .name("nfpg-replayer".into())
+                    .name(format!("nfpg-replayer-{i}"))
                     .spawn(move || r.run(stop))?,
-            )
-        }
-        _ => None,
-    };
-    let house = match &database {
-        Some(d) => {
-            let (conninfo, schema, table, stop) = (
-                d.conninfo.clone(),
-                schema.clone(),
-                exporters.clone(),
-                house_stop.clone(),
             );
-            let house = housekeeper::Housekeeper {
-                conninfo,
-                schema,
-                table,
-                interval: args.exporter_interval(),
-                exporter_rows: args.exporter_rows.max(1),
-                exporter_idle: args.exporter_idle(),
-                malformed_keep_days: args.malformed_keep_days,
-                retention_days: args.retention_days,
-                aggregate_retention_days: args.aggregate_retention_days,
-                partitions_ahead: args.partitions_ahead,
-                aggregate_interval: args.aggregate_interval(),
-                aggregate_lag: args.aggregate_lag(),
-                stop,
-                health: health.clone(),
-                netflow: netflow.clone(),
-            };
-            Some(
-                thread::Builder::new()
-                    .name("nfpg-housekeeper".into())
-                    .spawn(move || house.run())?,
-            )
         }
-        None => None,
-    };
+        let keeper = housekeeper::Housekeeper {
+            conninfo: d.conninfo.clone(),
+            schema: schema.clone(),
+            instance: instance.clone(),
+            stats: i == 0,
+            table: exporters.clone(),
+            interval: args.exporter_interval(),
+            exporter_rows: args.exporter_rows.max(1),
+            exporter_idle: args.exporter_idle(),
+            malformed_keep_days: args.malformed_keep_days,
+            retention_days: args.retention_days,
+            aggregate_retention_days: args.aggregate_retention_days,
+            partitions_ahead: args.partitions_ahead,
+            aggregate_interval: args.aggregate_interval(),
+            aggregate_lag: args.aggregate_lag(),
+            stop: house_stop.clone(),
+            health: route.health.clone(),
+            netflow: netflow.clone(),
+        };
+        house.push(
+            thread::Builder::new()
+                .name(format!("nfpg-housekeeper-{i}"))
+                .spawn(move || keeper.run())?,
+        );
+    }
     let allow = AllowList::new(&args.allow_exporters);
     if !allow.is_open() {
         tracing::info!(
@@ -272,13 +318,16 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             recorders: latency.recorders(),
             flush_interval: args.flush_interval(),
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
-            overflow: spool.as_ref().map(|s| -> Box<dyn Overflow> {
-                Box::new(SpoolOverflow::new(
-                    s.clone(),
-                    counters.spool.clone(),
-                    exporters.clone(),
-                ))
-            }),
+            overflow: routes
+                .iter()
+                .any(|r| r.spool.is_some())
+                .then(|| -> Box<dyn Overflow> {
+                    Box::new(SpoolOverflow::new(
+                        routes.clone(),
+                        counters.spool.clone(),
+                        exporters.clone(),
+                    ))
+                }),
             netflow: netflow.clone(),
             allow: allow.clone(),
             time_window_us: args.time_window_us(),
@@ -307,8 +356,8 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 exporters: exporters.clone(),
                 latency: latency_now.clone(),
             },
-            database
-                .as_ref()
+            databases
+                .first()
                 .map(|d| crate::dashboard::query::DbSource {
                     conninfo: d.conninfo.clone(),
                     schema: schema.clone(),
@@ -324,8 +373,10 @@ pub fn start(args: &RunArgs) -> Result<Running> {
     );
     let prev = counters.snapshot(0);
     Ok(Running {
-        database,
+        databases,
+        routes,
         schema,
+        instance,
         handoff,
         counters,
         exporters,
@@ -335,13 +386,11 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         shard_threads,
         writer_threads,
         house,
-        replayer,
-        spool,
+        replayers,
         netflow,
         replay_stop,
         spool_only,
         stop_timeout: args.stop_timeout(),
-        health,
         shards_stop,
         shards_done,
         house_stop,
@@ -478,39 +527,50 @@ impl Running {
         }
         // What the shards or writers spooled while the database was up but busy goes in too,
         // within the same budget; what is left then stays in the spool for the next start.
-        if let Some(spool) = &self.spool {
-            while spool.segments() > 0
-                && self.health.is_up()
-                && stop_started.elapsed() < self.stop_timeout
-            {
-                thread::sleep(Duration::from_millis(20));
-            }
-            if spool.segments() > 0 {
-                tracing::info!(
-                    "{} spool segment(s) kept for the next start",
-                    spool.segments()
-                );
-            }
+        let replaying = |routes: &[Route]| {
+            routes
+                .iter()
+                .any(|r| r.health.is_up() && r.spool.as_ref().is_some_and(|s| s.own_segments() > 0))
+        };
+        while replaying(&self.routes) && stop_started.elapsed() < self.stop_timeout {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let kept: u64 = self
+            .routes
+            .iter()
+            .filter_map(|r| r.spool.as_ref())
+            .map(|s| s.own_segments())
+            .sum();
+        if kept > 0 {
+            tracing::info!("{kept} spool segment(s) kept for the next start");
         }
         self.replay_stop.store(true, Relaxed);
-        if let Some(r) = self.replayer.take() {
+        for r in self.replayers.drain(..) {
             let _ = r.join();
         }
         self.house_stop.store(true, Relaxed);
-        if let Some(h) = self.house.take() {
+        for h in self.house.drain(..) {
             let _ = h.join();
         }
-        let mut exporters_written = self.database.is_none();
-        if let Some(d) = self.database.as_ref().filter(|_| self.health.is_up()) {
+        // Exporter statistics and templates go to the first endpoint.
+        let mut exporters_written = self.databases.is_empty();
+        let primary_up = self.routes.first().is_some_and(|r| r.health.is_up());
+        if let Some(d) = self.databases.first().filter(|_| primary_up) {
             let mut last_err = None;
             for _ in 0..3 {
                 match db::connect(&d.conninfo).and_then(|mut c| {
-                    housekeeper::write_templates(&mut c, &self.schema, &self.netflow);
+                    housekeeper::write_templates(
+                        &mut c,
+                        &self.schema,
+                        &self.netflow,
+                        &self.instance,
+                    );
                     exporters_sql::flush_exporters(
                         &mut c,
                         &self.schema,
                         &self.exporters,
                         usize::MAX,
+                        &self.instance,
                     )
                 }) {
                     Ok(_) => {
@@ -528,13 +588,15 @@ impl Running {
                 tracing::warn!("final update of the exporters table failed: {e:#}");
             }
         }
-        if let (false, Some(spool)) = (exporters_written, &self.spool) {
-            let deltas = self
-                .exporters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take_all_deltas();
-            match exporters_sql::save_pending(spool, deltas) {
+        if let (false, Some(spool)) = (
+            exporters_written,
+            self.routes.first().and_then(|r| r.spool.as_ref()),
+        ) {
+            let (deltas, in_doubt) = {
+                let mut table = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
+                (table.take_all_deltas(), table.take_in_doubt())
+            };
+            match exporters_sql::save_pending(spool, deltas, in_doubt) {
                 Ok(()) => tracing::info!(
                     "exporter statistics kept in {} for the next start",
                     spool.dir().display()
@@ -556,7 +618,7 @@ impl Running {
             s.writer.rows_written,
             s.malformed.total()
         );
-        drop(self.database.take());
+        self.databases.clear();
         Ok(s)
     }
 }

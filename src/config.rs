@@ -123,9 +123,21 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
     /// PostgreSQL connection (postgres://user:pass@host:port/db, or key=value pairs). Takes
-    /// precedence over the DB_* settings.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    /// precedence over the DB_* settings. `nfpg run` and `nfpg migrate` take it more than
+    /// once: several database endpoints, each a complete nfpg database, with the flows spread
+    /// over them (the first also holds the exporter statistics and templates; the other
+    /// commands read the first only).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, action = clap::ArgAction::Append)]
+    pub database_url: Vec<String>,
+    /// Several database endpoints in one value, separated by `;` (URLs; a `;` inside one is
+    /// written %3B). Used when no --database-url is given.
+    #[arg(
+        long,
+        env = "NFPG_DATABASE_URLS",
+        hide_env_values = true,
+        value_delimiter = ';'
+    )]
+    pub database_urls: Vec<String>,
     /// Database host (a path means a unix socket directory). Without it and without
     /// DATABASE_URL, nfpg starts its own private server.
     #[arg(long, env = "DB_HOST")]
@@ -150,13 +162,34 @@ pub struct DbArgs {
 pub use crate::store::db::DbTarget;
 
 impl DbArgs {
+    /// The configured connection strings: `--database-url` (repeatable, or `DATABASE_URL`),
+    /// else `--database-urls` / `NFPG_DATABASE_URLS`; empty ones left out.
+    fn urls(&self) -> Vec<String> {
+        let given = if self.database_url.iter().any(|u| !u.trim().is_empty()) {
+            &self.database_url
+        } else {
+            &self.database_urls
+        };
+        given
+            .iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Every database endpoint: the URLs given, or the one target of [`DbArgs::target`].
+    pub fn targets(&self) -> Vec<DbTarget> {
+        let urls = self.urls();
+        if urls.len() > 1 {
+            return urls.into_iter().map(DbTarget::Configured).collect();
+        }
+        vec![self.target()]
+    }
+
+    /// The database (the first endpoint when several are given).
     pub fn target(&self) -> DbTarget {
-        if let Some(url) = self
-            .database_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-        {
-            return DbTarget::Configured(url.to_string());
+        if let Some(url) = self.urls().into_iter().next() {
+            return DbTarget::Configured(url);
         }
         if let Some(host) = self.db_host.as_deref().filter(|h| !h.trim().is_empty()) {
             let mut s = format!(
@@ -376,6 +409,11 @@ pub struct RunArgs {
     /// stdout).
     #[arg(long, env = "NFPG_SUMMARY_FILE")]
     pub summary_file: Option<PathBuf>,
+    /// This collector's name where several write into one database: stored with its exporter
+    /// statistics, v9/IPFIX templates, COPY markers, spool segments and aggregate updates.
+    /// Letters, digits, '.', '_', '-'; at most 63 [default: the host name].
+    #[arg(long, env = "NFPG_INSTANCE", value_parser = parse_instance)]
+    pub instance: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -392,6 +430,44 @@ pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     }
     s.parse()
         .map_err(|e| format!("{s:?}: expected a port or ADDRESS:PORT ({e})"))
+}
+
+/// An instance name: 1 to 63 of letters, digits, `.`, `_`, `-`.
+pub fn parse_instance(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.len() > 63
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "{s:?}: an instance name is 1 to 63 letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// The default instance name: the host name, with any character an instance name may not
+/// hold replaced by `-` ("nfpg" when there is none).
+pub fn default_instance() -> String {
+    let name: String = crate::sys::host_name()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if name.is_empty() {
+        "nfpg".into()
+    } else {
+        name
+    }
 }
 
 /// `CIDR=N` of `--sampling-override`.
@@ -439,6 +515,11 @@ impl DbArgs {
 }
 
 impl RunArgs {
+    /// `--instance`, else the host name.
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(default_instance)
+    }
+
     /// The spool directory: `--spool-dir`, else `spool/` in the data directory.
     pub fn spool_dir(&self) -> PathBuf {
         self.spool_dir
@@ -570,6 +651,58 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn several_database_urls_are_endpoints() {
+        let cli = parse(&[
+            "run",
+            "--database-url",
+            "postgres://a@b/c",
+            "--database-url",
+            "postgres://a@d,e/c",
+        ]);
+        let Some(Command::Run(run)) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(
+            run.db.targets(),
+            vec![
+                DbTarget::Configured("postgres://a@b/c".into()),
+                DbTarget::Configured("postgres://a@d,e/c".into())
+            ]
+        );
+        assert_eq!(
+            run.db.target(),
+            DbTarget::Configured("postgres://a@b/c".into())
+        );
+        let cli = parse(&["run", "--database-urls", "postgres://x/1; postgres://y/2"]);
+        let Some(Command::Run(run)) = cli.command else {
+            panic!("run")
+        };
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert_eq!(
+                run.db.targets(),
+                vec![
+                    DbTarget::Configured("postgres://x/1".into()),
+                    DbTarget::Configured("postgres://y/2".into())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn instance_names() {
+        let cli = parse(&["run", "--instance", "collector-a.pop1"]);
+        let Some(Command::Run(run)) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(run.instance_name(), "collector-a.pop1");
+        for bad in ["", "a b", "x;y", &"a".repeat(64)] {
+            assert!(parse_instance(bad).is_err(), "{bad}");
+        }
+        let d = default_instance();
+        assert!(parse_instance(&d).is_ok(), "{d}");
     }
 
     #[test]

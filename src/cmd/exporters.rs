@@ -1,5 +1,6 @@
 //! `nfpg exporters`: the exporters table as an aligned listing (`suspect`: datagrams whose
-//! sequence number no real exporter run explains, e.g. spoofed; not counted as lost).
+//! sequence number no real exporter run explains, e.g. spoofed; not counted as lost; `instance`:
+//! the collector that counted the row, one row per collector that heard the exporter).
 
 use anyhow::Result;
 
@@ -14,7 +15,7 @@ pub fn run(args: &DbArgs) -> Result<()> {
     let mut client = db::connect(&database.conninfo)?;
     let rows = exporters::list(&mut client, &schema)?;
     println!(
-        "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9} {:>9}",
+        "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7} {:>8} {:>9} {:<19} {:>9} {:>9} instance",
         "exporter",
         "engine/domain",
         "ver",
@@ -27,11 +28,11 @@ pub fn run(args: &DbArgs) -> Result<()> {
         "dgram/s",
         "last seen (UTC)",
         "silent s",
-        "suspect"
+        "suspect",
     );
     for r in &rows {
         println!(
-            "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9} {:>9}",
+            "{:<39} {:>14} {:>3} {:>5} {:>12} {:>14} {:>12} {:>7.3} {:>8} {:>9.1} {:<19} {:>9} {:>9} {}",
             r.exporter,
             if r.source_id == 0 {
                 format!("{}/{}", r.engine_type, r.engine_id)
@@ -49,6 +50,11 @@ pub fn run(args: &DbArgs) -> Result<()> {
             r.last_seen_utc,
             r.silent_s,
             r.suspect_datagrams,
+            if r.instance.is_empty() {
+                "-"
+            } else {
+                &r.instance
+            },
         );
     }
     println!("{} exporters", rows.len());

@@ -139,7 +139,9 @@ pub fn test_mode(args: &RunArgs) -> Result<()> {
         writer: crate::store::writer::new_marker_writer(),
         seq: 0,
     };
-    PgSink::new(&database.conninfo, &schema).write_copy(&data, shape, batch.len(), marker, 0)?;
+    PgSink::new(&database.conninfo, &schema)
+        .with_instance(&args.instance_name())
+        .write_copy(&data, shape, batch.len(), marker, 0)?;
     println!("stored {} flows in {}.flows", batch.len(), schema.name());
     Ok(())
 }

@@ -197,7 +197,8 @@ impl Reader {
     }
 
     /// The exporters table: traffic, loss from sequence numbers and suspect datagrams, as
-    /// JSON, the exporters with the most lost flows first.
+    /// JSON, the exporters with the most lost flows first (one row per collector instance
+    /// that heard the exporter, with its `instance`).
     pub fn exporters(&self) -> Result<Value> {
         let rows = self.with(|c, schema| {
             let sql = format!(
@@ -205,7 +206,7 @@ impl Reader {
                         extract(epoch FROM first_seen)::float8, extract(epoch FROM last_seen)::float8, \
                         extract(epoch FROM now() - last_seen)::float8, \
                         datagrams, flows, packets, bytes, flows_lost, restarts, suspect_datagrams, \
-                        netflow_version::int8, sampling_interval::int8, datagrams_per_s \
+                        netflow_version::int8, sampling_interval::int8, datagrams_per_s, instance \
                  FROM {}.exporters \
                  ORDER BY flows_lost DESC, flows DESC, exporter LIMIT 500",
                 schema.quoted()
@@ -242,6 +243,7 @@ impl Reader {
                     "netflow_version": r.get::<_, Option<i64>>(14),
                     "sampling_interval": r.get::<_, Option<i64>>(15),
                     "datagrams_per_s": r.get::<_, Option<f64>>(16),
+                    "instance": r.get::<_, String>(17),
                 })
             })
             .collect();

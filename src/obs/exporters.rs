@@ -305,6 +305,18 @@ pub struct ExporterTable {
     untracked_datagrams: u64,
     /// Datagrams whose per-exporter figures an eviction dropped before they were written.
     evicted_unwritten: u64,
+    /// An update of the exporters table whose outcome is unknown (see [`UnconfirmedFlush`]).
+    in_doubt: Option<UnconfirmedFlush>,
+}
+
+/// Deltas sent to the exporters table in an update whose reply never came: it may have
+/// committed. The update carries a marker (`instance`, `flush`) committed with it, which the
+/// next update looks up before writing these deltas again, so none is added twice.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UnconfirmedFlush {
+    pub instance: String,
+    pub flush: i64,
+    pub deltas: Vec<ExporterDelta>,
 }
 
 impl Default for ExporterTable {
@@ -323,7 +335,19 @@ impl ExporterTable {
             evicted: 0,
             untracked_datagrams: 0,
             evicted_unwritten: 0,
+            in_doubt: None,
         }
+    }
+
+    /// Keeps an update whose outcome is unknown until the next one resolves it (one at a
+    /// time: an update is only tried once the one before is resolved).
+    pub fn set_in_doubt(&mut self, flush: UnconfirmedFlush) {
+        self.in_doubt = Some(flush);
+    }
+
+    /// Takes the update whose outcome is unknown, if any.
+    pub fn take_in_doubt(&mut self) -> Option<UnconfirmedFlush> {
+        self.in_doubt.take()
     }
 
     /// Records one committed datagram and the packet and byte totals of its flows.
@@ -410,8 +434,10 @@ impl ExporterTable {
 
     /// Changes since they were last taken, at most `max_rows` rows (those with the most new
     /// datagrams first, so a flood of one-datagram sources cannot starve the real exporters;
-    /// the rest come next time), marked as written. If writing them fails, pass them
-    /// to [`ExporterTable::unflush`] so a later call includes them again.
+    /// the rest come next time), marked as written. If writing them surely failed (nothing
+    /// committed), pass them to [`ExporterTable::unflush`] so a later call includes them
+    /// again; if the write may have committed, keep them with
+    /// [`ExporterTable::set_in_doubt`] (what `store::exporters::flush_exporters` does).
     pub fn take_deltas(&mut self, max_rows: usize) -> Vec<ExporterDelta> {
         let now = std::time::Instant::now();
         let n_carried = self.carried.len().min(max_rows);

@@ -272,7 +272,7 @@ pub fn render(src: &Sources) -> String {
         ),
         (
             "nfpg_database_up",
-            "1 while writers commit to PostgreSQL, 0 while they spool.",
+            "1 while writers commit to PostgreSQL, 0 while they spool (several endpoints: how many are up).",
             g.database_up.load(Relaxed),
         ),
     ] {

@@ -198,7 +198,8 @@ pub struct SpoolGauges {
     pub segments: AtomicU64,
     /// Segments kept for another database (or unreadable): never replayed.
     pub foreign_segments: AtomicU64,
-    /// 1 while writers commit to PostgreSQL, 0 while they spool.
+    /// 1 while writers commit to PostgreSQL, 0 while they spool (with several database
+    /// endpoints: how many take writes).
     pub database_up: AtomicU64,
 }
 
@@ -378,7 +379,7 @@ impl Counters {
         s.spool_bytes = g.bytes.load(Relaxed);
         s.spool_segments = g.segments.load(Relaxed);
         s.spool_foreign_segments = g.foreign_segments.load(Relaxed);
-        s.database_up = g.database_up.load(Relaxed) == 1;
+        s.database_up = g.database_up.load(Relaxed) >= 1;
         s.host_udp_rcvbuf_errors = crate::obs::host::udp_rcvbuf_errors()
             .zip(self.rcvbuf_errors_at_start)
             .map(|(now, start)| now.saturating_sub(start));

@@ -72,10 +72,18 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0014_original_views",
         include_str!("../../migrations/0014_original_views.sql"),
     ),
+    (
+        "0015_instances",
+        include_str!("../../migrations/0015_instances.sql"),
+    ),
 ];
 
-/// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6e66_7067;
+/// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII). A
+/// session lock, taken before the schema or the migrations table is looked at and released
+/// after the last migration commits: a second collector (or `nfpg migrate`) starting at the
+/// same moment waits for it, then finds every migration recorded and applies none. Advisory
+/// locks are per database, so collectors of other databases on the same server never wait.
+pub const MIGRATION_LOCK: i64 = 0x6e66_7067;
 
 /// A validated schema name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -511,30 +519,60 @@ fn migrate_locked(client: &mut Client, schema: &Schema) -> Result<Vec<String>> {
     Ok(applied)
 }
 
-/// Creates yesterday's, today's and the next `days_ahead` days' flow partitions where missing.
-/// Quick: run at start.
+/// Runs `f` in a transaction that holds the schema's upkeep lock (`upkeep_lock_key()`,
+/// migrations/0015_instances.sql), so collectors sharing a database create, index and drop
+/// day partitions one at a time (two `CREATE TABLE`s of one name at once can fail on a
+/// catalog index rather than with "already exists"). `wait` false: when another instance
+/// holds the lock, returns `Ok(None)` at once (it is doing the same work).
+pub fn with_upkeep_lock<T>(
+    client: &mut Client,
+    schema: &Schema,
+    wait: bool,
+    f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut tx = client.transaction()?;
+    if wait {
+        tx.execute(
+            &schema.render("SELECT pg_advisory_xact_lock({schema}.upkeep_lock_key())"),
+            &[],
+        )?;
+    } else {
+        let got: bool = tx
+            .query_one(
+                &schema.render("SELECT pg_try_advisory_xact_lock({schema}.upkeep_lock_key())"),
+                &[],
+            )?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+    }
+    let out = f(&mut tx)?;
+    tx.commit()?;
+    Ok(Some(out))
+}
+
+/// Creates yesterday's, today's and the next `days_ahead` days' flow partitions where missing
+/// (waiting for another collector doing the same). Quick: run at start.
 pub fn ensure_partitions(client: &mut Client, schema: &Schema, days_ahead: i32) -> Result<i32> {
-    Ok(client
-        .query_one(
-            &schema.render(
-                "SELECT {schema}.ensure_flow_partitions((now() AT TIME ZONE 'UTC')::date - 1, $1)",
-            ),
-            &[&(days_ahead + 2)],
-        )?
-        .get(0))
+    let sql = schema
+        .render("SELECT {schema}.ensure_flow_partitions((now() AT TIME ZONE 'UTC')::date - 1, $1)");
+    Ok(with_upkeep_lock(client, schema, true, |tx| {
+        Ok(tx.query_one(&sql, &[&(days_ahead + 2)])?.get(0))
+    })?
+    .unwrap_or(0))
 }
 
 /// Adds the address and exporter B-trees to partitions of finished days. Can take minutes on
-/// a large day, so the housekeeper runs it, never the start-up path.
+/// a large day, so the housekeeper runs it, never the start-up path; skipped (0) while
+/// another collector's upkeep holds the lock.
 pub fn index_closed_partitions(client: &mut Client, schema: &Schema) -> Result<i32> {
-    Ok(client
-        .query_one(
-            &schema.render(
-                "SELECT {schema}.index_closed_flow_partitions((now() AT TIME ZONE 'UTC')::date)",
-            ),
-            &[],
-        )?
-        .get(0))
+    let sql = schema
+        .render("SELECT {schema}.index_closed_flow_partitions((now() AT TIME ZONE 'UTC')::date)");
+    Ok(with_upkeep_lock(client, schema, false, |tx| {
+        Ok(tx.query_one(&sql, &[])?.get(0))
+    })?
+    .unwrap_or(0))
 }
 
 /// Where the database is.

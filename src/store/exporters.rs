@@ -1,6 +1,12 @@
 //! The `exporters` table: per-exporter statistics as the housekeeper writes them (deltas
-//! from [`crate::obs::exporters::ExporterTable`], added to the row, so several collectors can
-//! share one) and as `nfpg exporters` reads them.
+//! from [`crate::obs::exporters::ExporterTable`], added to this collector instance's row for
+//! the exporter: several collectors share the table, one row each per exporter) and as
+//! `nfpg exporters` reads them.
+//!
+//! Exactly once: each update commits a marker `(instance, flush)` in `nfpg_exporter_flushes`
+//! with its rows. An update that fails in any way is kept as in doubt and, before anything
+//! else is written, looked up by its marker: committed (its reply was lost) → done; not →
+//! written again with the same marker. Adding deltas twice would inflate every counter.
 
 use std::sync::Mutex;
 
@@ -8,23 +14,69 @@ use anyhow::Result;
 
 use super::db::Schema;
 use super::spool::{Identity, Spool};
-use crate::obs::exporters::{ExporterDelta, ExporterTable};
+use crate::obs::exporters::{ExporterDelta, ExporterTable, UnconfirmedFlush};
 
 /// Writes at most `max_rows` exporter deltas with one statement (the rest wait for the next
-/// call), so a table full of exporters costs bounded work per update.
+/// call), so a table full of exporters costs bounded work per update. The rows are this
+/// collector's, `instance`. An earlier update whose outcome is unknown is resolved first (see
+/// the module documentation). Returns the rows written.
 pub fn flush_exporters(
     client: &mut postgres::Client,
     schema: &Schema,
     table: &Mutex<ExporterTable>,
     max_rows: usize,
+    instance: &str,
 ) -> Result<usize> {
-    let deltas = table
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take_deltas(max_rows);
-    if deltas.is_empty() {
-        return Ok(0);
+    let lock = || table.lock().unwrap_or_else(|p| p.into_inner());
+    let mut written = 0;
+    let unresolved = lock().take_in_doubt();
+    if let Some(flush) = unresolved {
+        let done = client
+            .query_opt(
+                &schema.render(
+                    "SELECT 1 FROM {schema}.nfpg_exporter_flushes WHERE instance = $1 AND flush = $2",
+                ),
+                &[&flush.instance, &flush.flush],
+            )
+            .map(|r| r.is_some());
+        match done {
+            Ok(true) => tracing::info!(
+                "an exporters update whose reply was lost had committed; not added twice"
+            ),
+            Ok(false) => match write(client, schema, &flush) {
+                Ok(()) => written += flush.deltas.len(),
+                Err(e) => {
+                    lock().set_in_doubt(flush);
+                    return Err(e);
+                }
+            },
+            Err(e) => {
+                lock().set_in_doubt(flush);
+                return Err(e.into());
+            }
+        }
     }
+    let deltas = lock().take_deltas(max_rows);
+    if deltas.is_empty() {
+        return Ok(written);
+    }
+    let flush = UnconfirmedFlush {
+        instance: instance.to_string(),
+        flush: super::writer::new_marker_writer(),
+        deltas,
+    };
+    match write(client, schema, &flush) {
+        Ok(()) => Ok(written + flush.deltas.len()),
+        Err(e) => {
+            lock().set_in_doubt(flush);
+            Err(e)
+        }
+    }
+}
+
+/// One update: its marker and its deltas added to the rows, in one transaction.
+fn write(client: &mut postgres::Client, schema: &Schema, flush: &UnconfirmedFlush) -> Result<()> {
+    let deltas = &flush.deltas;
     let col = |f: fn(&ExporterDelta) -> i64| deltas.iter().map(f).collect::<Vec<i64>>();
     let addrs: Vec<std::net::IpAddr> = deltas.iter().map(|d| d.exporter).collect();
     let et: Vec<i16> = deltas.iter().map(|d| d.engine_type).collect();
@@ -37,14 +89,14 @@ pub fn flush_exporters(
         "INSERT INTO {schema}.exporters AS e (exporter, engine_type, engine_id, first_seen, last_seen,
              datagrams, flows, packets, bytes, flows_lost, restarts, last_sequence,
              netflow_version, sampling_interval, sampling_mode, datagrams_per_s, source_id,
-             suspect_datagrams)
+             suspect_datagrams, instance)
          SELECT a, t, i, to_timestamp(fs::float8 / 1e6), to_timestamp(ls::float8 / 1e6),
-                dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d, sp
+                dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d, sp, $19::text
          FROM unnest($1::inet[], $2::int2[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
                      $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
                      $13::int2[], $14::int4[], $15::int2[], $16::float8[], $17::int8[], $18::int8[])
               AS u(a, t, i, fs, ls, dg, fl, pk, by, lo, rs, sq, v, si, sm, r, d, sp)
-         ON CONFLICT (exporter, engine_type, engine_id, source_id) DO UPDATE SET
+         ON CONFLICT (instance, exporter, engine_type, engine_id, source_id) DO UPDATE SET
              first_seen = least(e.first_seen, excluded.first_seen),
              last_seen = greatest(e.last_seen, excluded.last_seen),
              datagrams = e.datagrams + excluded.datagrams,
@@ -60,7 +112,13 @@ pub fn flush_exporters(
              sampling_mode = excluded.sampling_mode,
              datagrams_per_s = excluded.datagrams_per_s",
     );
-    let result = client.execute(
+    let mut tx = client.transaction()?;
+    tx.execute(
+        &schema
+            .render("INSERT INTO {schema}.nfpg_exporter_flushes (instance, flush) VALUES ($1, $2)"),
+        &[&flush.instance, &flush.flush],
+    )?;
+    tx.execute(
         &sql,
         &[
             &addrs,
@@ -81,18 +139,11 @@ pub fn flush_exporters(
             &rate,
             &col(|d| d.source_id),
             &col(|d| d.suspect),
+            &flush.instance,
         ],
-    );
-    match result {
-        Ok(_) => Ok(deltas.len()),
-        Err(e) => {
-            table
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unflush(&deltas);
-            Err(e.into())
-        }
-    }
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// One exporter as `nfpg exporters` shows it.
@@ -115,9 +166,12 @@ pub struct ExporterRow {
     pub source_id: i64,
     /// Datagrams whose sequence number no real exporter run explains (not counted as loss).
     pub suspect_datagrams: i64,
+    /// The collector instance that counted this row ('' for rows from before instances).
+    pub instance: String,
 }
 
-/// Every exporter, busiest first.
+/// Every exporter as each collector instance saw it (one row per instance that heard it),
+/// busiest first.
 pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<ExporterRow>> {
     let rows = client.query(
         &schema.render(
@@ -128,8 +182,8 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
                     to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                     to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                     extract(epoch FROM now() - last_seen)::int8, source_id,
-                    suspect_datagrams
-             FROM {schema}.exporters ORDER BY flows DESC",
+                    suspect_datagrams, instance
+             FROM {schema}.exporters ORDER BY flows DESC, instance",
         ),
         &[],
     )?;
@@ -151,6 +205,7 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
             silent_s: r.get(13),
             source_id: r.get(14),
             suspect_datagrams: r.get(15),
+            instance: r.get(16),
         })
         .collect())
 }
@@ -161,15 +216,24 @@ pub fn list(client: &mut postgres::Client, schema: &Schema) -> Result<Vec<Export
 struct Pending {
     identity: Identity,
     deltas: Vec<ExporterDelta>,
+    /// An update whose outcome was unknown at the stop: resolved by its marker at the next
+    /// start.
+    #[serde(default)]
+    in_doubt: Option<UnconfirmedFlush>,
 }
 
 fn pending_path(spool: &Spool) -> std::path::PathBuf {
     spool.dir().join("exporters.pending.json")
 }
 
-/// Saves `deltas` for the next run (merged with any already waiting for this database).
-pub fn save_pending(spool: &Spool, mut deltas: Vec<ExporterDelta>) -> Result<()> {
-    if deltas.is_empty() {
+/// Saves `deltas` and an update in doubt for the next run (merged with any already waiting
+/// for this database).
+pub fn save_pending(
+    spool: &Spool,
+    mut deltas: Vec<ExporterDelta>,
+    mut in_doubt: Option<UnconfirmedFlush>,
+) -> Result<()> {
+    if deltas.is_empty() && in_doubt.is_none() {
         return Ok(());
     }
     let path = pending_path(spool);
@@ -177,6 +241,7 @@ pub fn save_pending(spool: &Spool, mut deltas: Vec<ExporterDelta>) -> Result<()>
         if let Ok(p) = serde_json::from_slice::<Pending>(&old) {
             if p.identity == *spool.identity() {
                 deltas.extend(p.deltas);
+                in_doubt = in_doubt.or(p.in_doubt);
             }
         }
     }
@@ -186,17 +251,19 @@ pub fn save_pending(spool: &Spool, mut deltas: Vec<ExporterDelta>) -> Result<()>
         serde_json::to_vec(&Pending {
             identity: spool.identity().clone(),
             deltas,
+            in_doubt,
         })?,
     )?;
     std::fs::rename(&tmp, &path)?;
     Ok(())
 }
 
-/// Takes the deltas an earlier run left for this database (none for another one's).
-pub fn load_pending(spool: &Spool) -> Vec<ExporterDelta> {
+/// Takes the deltas (and the update in doubt) an earlier run left for this database (none for
+/// another one's).
+pub fn load_pending(spool: &Spool) -> (Vec<ExporterDelta>, Option<UnconfirmedFlush>) {
     let path = pending_path(spool);
     let Ok(bytes) = std::fs::read(&path) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     match serde_json::from_slice::<Pending>(&bytes) {
         Ok(p) if p.identity == *spool.identity() => {
@@ -205,7 +272,7 @@ pub fn load_pending(spool: &Spool) -> Vec<ExporterDelta> {
                 "{} exporter statistics row(s) from the previous run will be written",
                 p.deltas.len()
             );
-            p.deltas
+            (p.deltas, p.in_doubt)
         }
         Ok(p) => {
             tracing::warn!(
@@ -213,11 +280,11 @@ pub fn load_pending(spool: &Spool) -> Vec<ExporterDelta> {
                 path.display(),
                 p.identity
             );
-            Vec::new()
+            (Vec::new(), None)
         }
         Err(e) => {
             tracing::warn!("{} unreadable, kept: {e}", path.display());
-            Vec::new()
+            (Vec::new(), None)
         }
     }
 }

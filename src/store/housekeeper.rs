@@ -3,6 +3,11 @@
 //! COPY markers and malformed-datagram samples, evicts idle exporters from
 //! memory once their figures are written, and writes the exporters table and the v9/IPFIX templates learned
 //! every `--exporter-interval`, while the database is up.
+//!
+//! With several database endpoints there is one housekeeper per endpoint: each keeps its own
+//! database's partitions, aggregates and retention; only the first endpoint's (`stats`)
+//! writes the exporter statistics and templates. Collectors sharing one database take turns
+//! at partition upkeep ([`db::with_upkeep_lock`]).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,11 @@ use crate::obs::exporters::ExporterTable;
 pub struct Housekeeper {
     pub conninfo: String,
     pub schema: Schema,
+    /// This collector's instance name (stored with exporter rows, templates, aggregates).
+    pub instance: String,
+    /// Whether this housekeeper writes the exporter statistics and templates (the first
+    /// endpoint's does; the others keep only their database's upkeep).
+    pub stats: bool,
     pub table: Arc<Mutex<ExporterTable>>,
     /// Between updates of the exporters table.
     pub interval: Duration,
@@ -73,25 +83,14 @@ impl Housekeeper {
                     .ok();
             }
             let Some(c) = client.as_mut() else { continue };
-            match flush_exporters(c, &self.schema, &self.table, self.exporter_rows) {
-                Ok(_) => {
-                    let now_us = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as i64);
-                    let idle = self.exporter_idle.as_micros() as i64;
-                    let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-                    let n = t.evict(now_us, idle);
-                    if n > 0 {
-                        tracing::debug!("{n} idle exporter(s) left the in-memory table");
-                    }
-                }
-                Err(e) => tracing::warn!("updating the exporters table: {e:#}"),
+            if self.stats {
+                self.write_stats(c);
             }
-            write_templates(c, &self.schema, &self.netflow);
             if !self.aggregate_interval.is_zero() && Instant::now() >= next_aggregate {
                 next_aggregate = Instant::now() + self.aggregate_interval;
                 let span = Duration::from_secs(3600);
-                match aggregates::update(c, &self.schema, self.aggregate_lag, span) {
+                match aggregates::update(c, &self.schema, self.aggregate_lag, span, &self.instance)
+                {
                     Ok(n) => tracing::debug!("{n} flow(s) added to the hourly aggregates"),
                     Err(e) => tracing::warn!("updating the hourly aggregates: {e:#}"),
                 }
@@ -101,6 +100,31 @@ impl Housekeeper {
                 self.hourly(c);
             }
         }
+    }
+
+    /// The exporters table and the templates learned since the last call.
+    fn write_stats(&self, c: &mut postgres::Client) {
+        match flush_exporters(
+            c,
+            &self.schema,
+            &self.table,
+            self.exporter_rows,
+            &self.instance,
+        ) {
+            Ok(_) => {
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                let idle = self.exporter_idle.as_micros() as i64;
+                let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                let n = t.evict(now_us, idle);
+                if n > 0 {
+                    tracing::debug!("{n} idle exporter(s) left the in-memory table");
+                }
+            }
+            Err(e) => tracing::warn!("updating the exporters table: {e:#}"),
+        }
+        write_templates(c, &self.schema, &self.netflow, &self.instance);
     }
 
     /// Partitions ahead, old COPY markers and malformed samples out, closed days indexed.
@@ -131,6 +155,14 @@ impl Housekeeper {
             &[],
         ) {
             tracing::warn!("pruning COPY markers: {e:#}");
+        }
+        if let Err(e) = c.execute(
+            &schema.render(
+                "DELETE FROM {schema}.nfpg_exporter_flushes WHERE committed_at < now() - interval '1 day'",
+            ),
+            &[],
+        ) {
+            tracing::warn!("pruning exporter update markers: {e:#}");
         }
         match prune_malformed(c, schema, self.malformed_keep_days) {
             Ok(0) => {}
@@ -169,8 +201,14 @@ pub fn prune_malformed(
     }
 }
 
-/// Writes the template changes the shards queued (requeued when the write fails).
-pub fn write_templates(c: &mut postgres::Client, schema: &Schema, netflow: &NetflowShared) {
+/// Writes the template changes the shards queued as `instance`'s (requeued when the write
+/// fails).
+pub fn write_templates(
+    c: &mut postgres::Client,
+    schema: &Schema,
+    netflow: &NetflowShared,
+    instance: &str,
+) {
     let changes = netflow.take_changes();
     if changes.is_empty() {
         return;
@@ -185,7 +223,7 @@ pub fn write_templates(c: &mut postgres::Client, schema: &Schema, netflow: &Netf
             definition: ch.definition.clone(),
         })
         .collect();
-    if let Err(e) = templates::write(c, schema, &rows) {
+    if let Err(e) = templates::write(c, schema, &rows, instance) {
         tracing::warn!("storing v9/IPFIX templates: {e:#}");
         netflow.requeue(changes);
     }

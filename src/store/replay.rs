@@ -9,7 +9,7 @@
 //! rows that arrived before the hourly aggregates' watermark are aggregated in the transaction
 //! that stores them (`PgSink`).
 //!
-//! A segment is committed with its own marker, so a segment whose rows are already in the
+//! A segment is committed with its own marker (and the instance name it carries), so a segment whose rows are already in the
 //! database (a COPY whose reply was lost, or a replay interrupted by a crash after COMMIT and
 //! before the file was removed) is skipped, not stored twice. When PostgreSQL refuses rows,
 //! the segment is split: the row PostgreSQL named (or, when it named none, each half) is
@@ -117,6 +117,8 @@ impl Replayer {
             sink.set_received_range(copy::received_range(
                 &buf[HEADER.len()..buf.len() - TRAILER.len()],
             ));
+            // A group holds one instance's segments (see `run`).
+            sink.set_marker_instance(&segs[0].header.instance);
             match sink.write_group(&buf, segs[0].header.shape, &markers) {
                 Ok(Committed::Now) => {
                     return Ok(Replayed {
@@ -146,6 +148,8 @@ impl Replayer {
             .map_err(|e| WriteError::Unavailable(format!("{e:#}")))?;
         let n = offsets.len() - 1;
         let marker = seg.header.marker;
+        // The marker as it was first tried: with the instance that tried it.
+        sink.set_marker_instance(&seg.header.instance);
         let mut out = Replayed::default();
         let mut buf = Vec::with_capacity(seg.tuples.len() + HEADER.len() + TRAILER.len());
         let mut todo = vec![(0usize, n)];
@@ -232,7 +236,8 @@ impl Replayer {
                     continue;
                 }
             }
-            // The oldest segments, as many as make one COPY of up to GROUP_ROWS rows of one shape.
+            // The oldest segments, as many as make one COPY of up to GROUP_ROWS rows of one shape
+            // and one instance.
             let mut group: Vec<Segment> = Vec::new();
             let mut rows = 0u64;
             while let Some(path) = queue.front() {
@@ -246,6 +251,7 @@ impl Replayer {
                 };
                 if !group.is_empty()
                     && (seg.header.shape != group[0].header.shape
+                        || seg.header.instance != group[0].header.instance
                         || rows + seg.header.rows > GROUP_ROWS)
                 {
                     break;

@@ -22,7 +22,10 @@
 //!
 //! A spool belongs to one database: segments whose identity differs from the current target
 //! are kept, counted and reported, never replayed. A lock file keeps a second nfpg process
-//! out of the same directory.
+//! out of the same directory. With several database endpoints the collector opens one spool
+//! per endpoint, each in its own `db-…` directory ([`Identity::dir_name`]), all sharing one
+//! set of gauges (so `--spool-max` bounds them together). Each segment's header carries the
+//! collector's instance name, part of its marker.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -81,6 +84,23 @@ impl Identity {
     }
 }
 
+/// The start of an endpoint's spool directory name (see [`Identity::dir_name`]).
+pub const ENDPOINT_DIR_PREFIX: &str = "db-";
+
+impl Identity {
+    /// The name of this database's own spool directory inside the spool directory, used when
+    /// nfpg writes to several endpoints: `db-` and a hash (FNV-1a, 64 bits) of the identity,
+    /// so it stays the same whatever the order the endpoints are given in.
+    pub fn dir_name(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.to_string().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{ENDPOINT_DIR_PREFIX}{h:016x}")
+    }
+}
+
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -113,6 +133,10 @@ pub struct SegmentHeader {
     /// Dead letters: why PostgreSQL refused the rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The collector instance whose marker the rows carry (`nfpg_copies.instance`); empty in
+    /// segments written before instance names, whose markers have the instance ''.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// A segment read back: its header and the binary COPY stream with the header extension
@@ -187,6 +211,10 @@ pub struct Spool {
     gauges: Arc<SpoolGauges>,
     /// Makes names unique within one microsecond.
     counter: AtomicU64,
+    /// Segments of this spool waiting for replay (the gauges add up every spool's).
+    own_segments: AtomicU64,
+    /// The instance name written into new segments' headers (see [`SegmentHeader::instance`]).
+    instance: String,
     /// Held for the life of the process: the lock on `dir/lock`.
     _lock: File,
 }
@@ -229,6 +257,8 @@ impl Spool {
             identity,
             gauges,
             counter: AtomicU64::new(0),
+            own_segments: AtomicU64::new(0),
+            instance: String::new(),
             _lock: lock,
         };
         for e in fs::read_dir(dir)?.flatten() {
@@ -243,6 +273,7 @@ impl Spool {
             match read_header(&p) {
                 Ok(h) if h.identity == spool.identity => {
                     own += 1;
+                    spool.own_segments.fetch_add(1, Relaxed);
                     spool.gauges.segments.fetch_add(1, Relaxed);
                     spool
                         .gauges
@@ -275,6 +306,12 @@ impl Spool {
         Ok(spool)
     }
 
+    /// Sets the instance name new segments carry with their marker.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = instance.to_string();
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -288,9 +325,14 @@ impl Spool {
         self.gauges.bytes.load(Relaxed)
     }
 
-    /// Segments waiting to be replayed.
+    /// Segments waiting to be replayed (in every spool sharing these gauges).
     pub fn segments(&self) -> u64 {
         self.gauges.segments.load(Relaxed)
+    }
+
+    /// Segments of this spool waiting to be replayed.
+    pub fn own_segments(&self) -> u64 {
+        self.own_segments.load(Relaxed)
     }
 
     /// Segments kept for another database (or unreadable).
@@ -317,6 +359,7 @@ impl Spool {
             rows,
             created_us: unix_us(),
             error,
+            instance: self.instance.clone(),
         }
     }
 
@@ -354,6 +397,7 @@ impl Spool {
         match write_segment(&self.dir, &name, &header, tuples) {
             Ok(()) => {
                 self.gauges.segments.fetch_add(1, Relaxed);
+                self.own_segments.fetch_add(1, Relaxed);
                 Ok(len)
             }
             Err(e) => {
@@ -376,6 +420,7 @@ impl Spool {
             .bytes
             .fetch_sub(seg.file_len.min(self.bytes()), Relaxed);
         self.gauges.segments.fetch_sub(1, Relaxed);
+        self.own_segments.fetch_sub(1, Relaxed);
         Ok(())
     }
 

@@ -1,6 +1,10 @@
 //! The `templates` table: v9/IPFIX templates as exporters defined them, written when one is
 //! learned, changed or withdrawn, and read back at start so data decodes at once after a
 //! restart. The definitions are opaque bytes here (nfpg-wire encodes and decodes them).
+//!
+//! Rows belong to the collector instance that learned them (several collectors may share the
+//! table); a collector loads its own, and another's for a template it has none of (an
+//! exporter that moved to it, e.g. behind an anycast address).
 
 use anyhow::Result;
 use postgres::Client;
@@ -28,13 +32,17 @@ pub struct TemplateChange {
     pub definition: Option<Vec<u8>>,
 }
 
-/// Every stored template.
-pub fn load(client: &mut Client, schema: &Schema) -> Result<Vec<StoredTemplate>> {
+/// Every stored template, one per (exporter, domain, template id): `instance`'s own row if it
+/// has one, else the most recently learned of another instance.
+pub fn load(client: &mut Client, schema: &Schema, instance: &str) -> Result<Vec<StoredTemplate>> {
     let rows = client.query(
         &schema.render(
-            "SELECT exporter, domain, template_id, version, definition FROM {schema}.templates",
+            "SELECT DISTINCT ON (exporter, domain, template_id)
+                    exporter, domain, template_id, version, definition
+             FROM {schema}.templates
+             ORDER BY exporter, domain, template_id, (instance = $1) DESC, learned_at DESC",
         ),
-        &[],
+        &[&instance],
     )?;
     Ok(rows
         .iter()
@@ -48,15 +56,22 @@ pub fn load(client: &mut Client, schema: &Schema) -> Result<Vec<StoredTemplate>>
         .collect())
 }
 
-/// Writes changes in one transaction, in order (a definition after a withdrawal wins).
-pub fn write(client: &mut Client, schema: &Schema, changes: &[TemplateChange]) -> Result<()> {
+/// Writes changes in one transaction, in order (a definition after a withdrawal wins), as
+/// `instance`'s rows. A withdrawal removes the template for every instance: the exporter
+/// withdrew it, whoever stored it.
+pub fn write(
+    client: &mut Client,
+    schema: &Schema,
+    changes: &[TemplateChange],
+    instance: &str,
+) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
     let upsert = schema.render(
-        "INSERT INTO {schema}.templates (exporter, domain, template_id, version, definition)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (exporter, domain, template_id) DO UPDATE SET
+        "INSERT INTO {schema}.templates (exporter, domain, template_id, version, definition, instance)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (instance, exporter, domain, template_id) DO UPDATE SET
              version = excluded.version, definition = excluded.definition, learned_at = now()",
     );
     let delete = schema.render(
@@ -68,7 +83,10 @@ pub fn write(client: &mut Client, schema: &Schema, changes: &[TemplateChange]) -
         let (domain, id) = (i64::from(c.domain), i32::from(c.template_id));
         match &c.definition {
             Some(def) => {
-                tx.execute(&upsert, &[&addr, &domain, &id, &i16::from(c.version), def])?;
+                tx.execute(
+                    &upsert,
+                    &[&addr, &domain, &id, &i16::from(c.version), def, &instance],
+                )?;
             }
             None => {
                 tx.execute(&delete, &[&addr, &domain, &id])?;

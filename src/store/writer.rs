@@ -14,8 +14,18 @@
 //!
 //! Exactly once: the marker commits with the rows. A COPY whose reply was lost may have
 //! committed; its buffer is spooled with the same marker, and replay meets the marker's
-//! primary key (`nfpg_copies_pkey`, and only that constraint) and skips it. Exporter
-//! statistics are counted once per batch, when its rows are committed or spooled.
+//! primary key (`nfpg_copies_pkey`, and only that constraint) and skips it. The marker
+//! carries the collector's instance name (`--instance`), so collectors sharing a database
+//! never meet each other's markers. Exporter statistics are counted once per batch, when its
+//! rows are committed or spooled.
+//!
+//! Several database endpoints (`--database-url` given more than once): each writer holds one
+//! sink per endpoint and sends its COPYs to them in turn, skipping endpoints marked down. A
+//! COPY that fails on one endpoint before its COMMIT was sent (nothing committed there) is
+//! tried on the next endpoint that is up; one whose COMMIT got no reply
+//! ([`WriteError::InDoubt`]) or whose rows were refused goes to that endpoint's spool, since
+//! only that database can tell (by the marker) whether it committed. With every endpoint down
+//! a COPY goes to the spool of the endpoint whose turn it was.
 //!
 //! The `Sink` seam also gives the benchmarks a null sink.
 
@@ -63,6 +73,9 @@ pub trait Sink: Send {
     ) -> Result<Committed, WriteError>;
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
+    /// The instance name the markers of the following COPYs carry (a replayed segment keeps
+    /// the one it was first tried with).
+    fn set_marker_instance(&mut self, _instance: &str) {}
     /// The arrival times (µs since the Unix epoch, first and last) of the rows of the next
     /// COPY, for the hourly aggregates (see [`PgSink`]); `None`: not known.
     fn set_received_range(&mut self, _range: Option<(i64, i64)>) {}
@@ -93,6 +106,11 @@ pub enum WriteError {
     /// Nothing works until an operator acts; spool and retry with back-off.
     #[error("database configuration error: {0}")]
     Config(String),
+    /// The connection broke after COMMIT was sent and before its reply, or the server ended
+    /// the session in reply (FATAL): the COPY may have committed. Only its own database can tell (by the marker), so it is spooled for that
+    /// database, never sent to another.
+    #[error("database connection lost while committing (the COPY may have committed): {0}")]
+    InDoubt(String),
 }
 
 impl WriteError {
@@ -144,6 +162,8 @@ pub struct PgSink {
     marker_sql: String,
     guard_sql: String,
     own_sql: String,
+    /// The instance name of the markers (see [`Sink::set_marker_instance`]).
+    instance: String,
     /// Arrival times of the next COPY's rows (see [`Sink::set_received_range`]).
     received: Option<(i64, i64)>,
     client: Option<Client>,
@@ -155,22 +175,33 @@ enum CopyFail {
     Pg(postgres::Error),
     /// The stream broke while sending the data.
     Io(std::io::Error),
+    /// COMMIT failed without an answer from the server: it may have committed.
+    Commit(postgres::Error),
 }
 
 impl PgSink {
+    /// A sink for `conninfo`; its markers carry the instance '' until
+    /// [`PgSink::with_instance`] or [`Sink::set_marker_instance`] names one.
     pub fn new(conninfo: &str, schema: &Schema) -> Self {
         Self {
             conninfo: conninfo.to_string(),
             copy_sql: Shape::ALL.map(|shape| copy::copy_statement(&schema.quoted(), shape)),
             marker_sql: schema.render(
-                "INSERT INTO {schema}.nfpg_copies (writer, seq, part, rows) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO {schema}.nfpg_copies (writer, seq, part, rows, instance) VALUES ($1, $2, $3, $4, $5)",
             ),
             guard_sql: schema.render("SELECT {schema}.flow_aggregates_guard()"),
             own_sql: schema.render("SELECT {schema}.add_to_flow_aggregates($1, $2, true)"),
             schema: schema.clone(),
             received: None,
+            instance: String::new(),
             client: None,
         }
+    }
+
+    /// The same sink with markers carrying `instance`.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = instance.to_string();
+        self
     }
 
     /// One COPY in a transaction that first records its markers in `nfpg_copies` and takes
@@ -180,14 +211,14 @@ impl PgSink {
     fn copy_once(
         client: &mut Client,
         sql: [&str; 4],
-        markers: &[[i64; 4]],
+        (instance, markers): (&str, &[[i64; 4]]),
         data: &[u8],
         received: Option<(i64, i64)>,
     ) -> Result<(), CopyFail> {
         let [marker_sql, copy_sql, guard_sql, own_sql] = sql;
         let mut tx = client.transaction().map_err(CopyFail::Pg)?;
         for m in markers {
-            tx.execute(marker_sql, &[&m[0], &m[1], &m[2], &m[3]])
+            tx.execute(marker_sql, &[&m[0], &m[1], &m[2], &m[3], &instance])
                 .map_err(CopyFail::Pg)?;
         }
         let watermark: SystemTime = tx.query_one(guard_sql, &[]).map_err(CopyFail::Pg)?.get(0);
@@ -205,7 +236,19 @@ impl PgSink {
                     .map_err(CopyFail::Pg)?;
             }
         }
-        tx.commit().map_err(CopyFail::Pg)
+        // An ERROR the server sent means it did not commit. No answer, or a FATAL (the server
+        // ending the session, e.g. shutting down, which can come after the commit itself),
+        // means it may have.
+        tx.commit().map_err(|e| {
+            let refused = e
+                .as_db_error()
+                .is_some_and(|d| d.parsed_severity() == Some(postgres::error::Severity::Error));
+            if refused {
+                CopyFail::Pg(e)
+            } else {
+                CopyFail::Commit(e)
+            }
+        })
     }
 
     /// The connection, made now if there is none.
@@ -263,7 +306,7 @@ impl PgSink {
             self.own_sql.as_str(),
         ];
         let received = self.received.take();
-        match Self::copy_once(client, sql, markers, data, received) {
+        match Self::copy_once(client, sql, (&self.instance, markers), data, received) {
             Ok(()) => Ok(Committed::Now),
             Err(CopyFail::Pg(e))
                 if e.as_db_error()
@@ -275,6 +318,10 @@ impl PgSink {
             Err(CopyFail::Io(e)) => {
                 self.client = None;
                 Err(WriteError::Unavailable(e.to_string()))
+            }
+            Err(CopyFail::Commit(e)) => {
+                self.client = None;
+                Err(WriteError::InDoubt(e.to_string()))
             }
         }
     }
@@ -321,6 +368,12 @@ impl Sink for PgSink {
 
     fn set_received_range(&mut self, range: Option<(i64, i64)>) {
         self.received = range;
+    }
+
+    fn set_marker_instance(&mut self, instance: &str) {
+        if self.instance != instance {
+            self.instance = instance.to_string();
+        }
     }
 
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError> {
@@ -410,9 +463,24 @@ pub struct WriterShared {
     pub shards_done: Arc<AtomicBool>,
     /// Set when the stop budget is spent: spool instead of writing.
     pub spool_only: Arc<AtomicBool>,
+    /// The database endpoints, in the order of the writer's sinks (one with a single
+    /// database).
+    pub routes: Vec<Route>,
+}
+
+/// One database endpoint as writers and the shards' overflow see it.
+#[derive(Clone)]
+pub struct Route {
+    /// Whether it takes writes now.
     pub health: Arc<Health>,
-    /// None only with the null sink.
+    /// Its spool; None only with the null sink.
     pub spool: Option<Arc<Spool>>,
+}
+
+/// The endpoint indexes in turn, starting at `first` (modulo their number).
+fn in_turn(routes: &[Route], first: usize) -> impl Iterator<Item = usize> + '_ {
+    let n = routes.len().max(1);
+    (0..routes.len()).map(move |k| (first + k) % n)
 }
 
 /// Feeds the exporter table the datagrams of `batches` (once per batch: when its rows were
@@ -476,8 +544,10 @@ fn received_range(batches: &[Batch]) -> Option<(i64, i64)> {
         })
 }
 
-/// Runs a writer until `shards_done` is set and the queue is empty.
-pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
+/// Runs a writer until `shards_done` is set and the queue is empty. `sinks` has one sink per
+/// endpoint, in the order of `sh.routes`.
+pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShared) {
+    assert_eq!(sinks.len(), sh.routes.len(), "one sink per endpoint");
     let mut batches: Vec<Batch> = Vec::with_capacity(MAX_BATCHES_PER_COPY);
     let mut buf: Vec<u8> = Vec::with_capacity(cfg.max_rows.min(1 << 20) * copy::MAX_ROW_BYTES / 2);
     let marker_writer = new_marker_writer();
@@ -505,21 +575,52 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
             sh.handoff.wait_full(IDLE_WAIT);
             continue;
         }
+        // Whose turn it is: the writers start apart and each moves on with every COPY.
+        let first = cfg.id.wrapping_add(next_seq as usize) % sh.routes.len().max(1);
         if rows > 0 {
             let shape = copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf);
             let marker = Marker {
                 writer: marker_writer,
                 seq: next_seq,
             };
-            next_seq += 1;
-            let live = sh.health.is_up() && !sh.spool_only.load(Relaxed);
             let copy_started = Instant::now();
-            let result = if live {
-                sink.set_received_range(received_range(&batches));
-                sink.write_copy(&buf, shape, rows, marker, 0)
-            } else {
-                Err(WriteError::Unavailable("database down".into()))
-            };
+            let mut result = Err(WriteError::Unavailable("database down".into()));
+            // The endpoint whose spool takes the COPY if no endpoint commits it.
+            let mut spool_at = first;
+            if !sh.spool_only.load(Relaxed) {
+                let range = received_range(&batches);
+                for i in in_turn(&sh.routes, first) {
+                    let route = &sh.routes[i];
+                    if !route.health.is_up() {
+                        continue;
+                    }
+                    spool_at = i;
+                    sinks[i].set_received_range(range);
+                    let r = sinks[i].write_copy(&buf, shape, rows, marker, 0);
+                    let Err(e) = &r else {
+                        result = r;
+                        break;
+                    };
+                    sh.counters.write_errors.fetch_add(1, Relaxed);
+                    if e.is_down() {
+                        route.health.mark_down(e);
+                    } else {
+                        tracing::warn!(
+                            writer = cfg.id,
+                            rows,
+                            "COPY refused, spooled for replay (which keeps every row it can and dead-letters the rest): {e}"
+                        );
+                    }
+                    // Nothing committed there: the next endpoint up may take it. Otherwise
+                    // (refused rows, a COMMIT without reply) it is that database's.
+                    let elsewhere = matches!(e, WriteError::Unavailable(_) | WriteError::Config(_));
+                    result = r;
+                    if !elsewhere {
+                        break;
+                    }
+                }
+            }
+            next_seq += 1;
             match result {
                 Ok(_) => {
                     cfg.recorders
@@ -539,20 +640,9 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
                     sh.counters.copies.fetch_add(1, Relaxed);
                     observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
                 }
-                Err(e) => {
-                    if live {
-                        sh.counters.write_errors.fetch_add(1, Relaxed);
-                        if e.is_down() {
-                            sh.health.mark_down(&e);
-                        } else {
-                            tracing::warn!(
-                                writer = cfg.id,
-                                rows,
-                                "COPY refused, spooled for replay (which keeps every row it can and dead-letters the rest): {e}"
-                            );
-                        }
-                    }
-                    let stored = match &sh.spool {
+                Err(_) => {
+                    let spool = sh.routes.get(spool_at).and_then(|r| r.spool.as_ref());
+                    let stored = match spool {
                         Some(spool) => {
                             spool_copy(spool, &sh.spool_counters, marker, shape, &buf, rows)
                         }
@@ -560,7 +650,7 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
                     };
                     if stored {
                         observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
-                    } else if sh.spool.is_none() {
+                    } else if spool.is_none() {
                         // With a spool, its counters say why the rows were dropped.
                         sh.counters.rows_dropped.fetch_add(rows as u64, Relaxed);
                     }
@@ -568,12 +658,15 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
             }
         }
         let samples: usize = batches.iter().map(|b| b.malformed.len()).sum();
-        if samples > 0 && !sh.health.is_up() {
-            sh.counters
-                .malformed_samples_skipped
-                .fetch_add(samples as u64, Relaxed);
-        } else if samples > 0 {
-            match sink.write_samples(&batches) {
+        let up = in_turn(&sh.routes, first).find(|&i| sh.routes[i].health.is_up());
+        match up {
+            _ if samples == 0 => {}
+            None => {
+                sh.counters
+                    .malformed_samples_skipped
+                    .fetch_add(samples as u64, Relaxed);
+            }
+            Some(i) => match sinks[i].write_samples(&batches) {
                 Ok(n) => {
                     sh.counters
                         .malformed_samples_written
@@ -586,7 +679,7 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
                         .fetch_add(samples as u64, Relaxed);
                     tracing::warn!(writer = cfg.id, "malformed samples not stored: {e}");
                 }
-            }
+            },
         }
         for b in batches.drain(..) {
             sh.handoff.give_back(b);
@@ -594,9 +687,10 @@ pub fn run(mut cfg: WriterConfig, mut sink: Box<dyn Sink>, sh: WriterShared) {
     }
 }
 
-/// A shard's [`Overflow`]: writes the batch to the spool with a marker of its own.
+/// A shard's [`Overflow`]: writes the batch to the spool with a marker of its own (the spool
+/// of an endpoint that is up, in turn, so it is replayed soon; any in turn when none is).
 pub struct SpoolOverflow {
-    pub spool: Arc<Spool>,
+    pub routes: Vec<Route>,
     pub counters: Arc<CachePadded<SpoolCounters>>,
     pub exporters: Arc<Mutex<ExporterTable>>,
     marker_writer: i64,
@@ -606,12 +700,12 @@ pub struct SpoolOverflow {
 
 impl SpoolOverflow {
     pub fn new(
-        spool: Arc<Spool>,
+        routes: Vec<Route>,
         counters: Arc<CachePadded<SpoolCounters>>,
         exporters: Arc<Mutex<ExporterTable>>,
     ) -> Self {
         Self {
-            spool,
+            routes,
             counters,
             exporters,
             marker_writer: new_marker_writer(),
@@ -626,6 +720,18 @@ impl Overflow for SpoolOverflow {
         if batch.flows.is_empty() {
             return;
         }
+        let first = self.next_seq as usize % self.routes.len().max(1);
+        let with_spool = |i: &usize| self.routes[*i].spool.is_some();
+        let Some(at) = in_turn(&self.routes, first)
+            .filter(with_spool)
+            .find(|&i| self.routes[i].health.is_up())
+            .or_else(|| in_turn(&self.routes, first).find(with_spool))
+        else {
+            return;
+        };
+        let Some(spool) = self.routes[at].spool.clone() else {
+            return;
+        };
         let shape = copy::encode_copy([&batch.flows], &mut self.buf);
         let marker = Marker {
             writer: self.marker_writer,
@@ -633,7 +739,7 @@ impl Overflow for SpoolOverflow {
         };
         self.next_seq += 1;
         if spool_copy(
-            &self.spool,
+            &spool,
             &self.counters,
             marker,
             shape,

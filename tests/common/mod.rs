@@ -425,3 +425,67 @@ pub fn free_tcp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A TCP proxy on 127.0.0.1 to the private server's unix socket `socket`/.s.PGSQL.`pg_port`
+/// that, once, cuts a connection right after the client sent `COMMIT` for a transaction in
+/// which it sent `trigger` (the server commits; the client never hears it). Returns the
+/// proxy's port and how many connections it cut.
+pub fn cut_after_commit_proxy(
+    socket: PathBuf,
+    pg_port: u16,
+    trigger: &'static [u8],
+) -> (u16, Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cuts = Arc::new(AtomicU32::new(0));
+    let cut_done = Arc::new(AtomicBool::new(false));
+    let c = cuts.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server =
+                std::os::unix::net::UnixStream::connect(socket.join(format!(".s.PGSQL.{pg_port}")))
+                    .unwrap();
+            let (cuts, cut_done) = (c.clone(), cut_done.clone());
+            let mut c_in = client.try_clone().unwrap();
+            let mut s_out = server.try_clone().unwrap();
+            let (mut s_in, mut c_out) = (server, client);
+            let cut = Arc::new(AtomicBool::new(false));
+            let cut2 = cut.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let mut seen = false;
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    let data = &buf[..n];
+                    seen |= data.windows(trigger.len()).any(|w| w == trigger);
+                    let commit = data.windows(7).any(|w| w == b"COMMIT\0");
+                    if seen && commit && !cut_done.swap(true, Ordering::SeqCst) {
+                        cut2.store(true, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(300));
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        let _ = c_in.shutdown(std::net::Shutdown::Both);
+                        let _ = s_out.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 || cut.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (port, cuts)
+}
