@@ -496,21 +496,23 @@ class CopyRun:
         return statistics.median(self.rates) if self.secs else 0.0
 
 
-def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int) -> list[CopyRun]:
+def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int,
+               max_rows: int = 5_000_000) -> list[CopyRun]:
     """PostgreSQL's own binary COPY of the rows nfpg stored at its capacity step, into the same
     table (a fresh database migrated by `nfpg migrate`), from psql clients over the same unix
     socket: 1 stream, and as many as nfpg's writers. Wall time from the first client's start
     to the last one's exit."""
     cols = E.FLOW_COLUMNS
-    rows = int(pg.query("SELECT count(*) FROM netflow.flows", db=src_db))
+    rows = min(max_rows, int(pg.query("SELECT count(*) FROM netflow.flows", db=src_db)))
+    src = f"(SELECT *, row_number() OVER () AS nfpg_rn FROM netflow.flows LIMIT {rows}) AS f"
     results = []
     files: dict[int, list[Path]] = {}
     for n in streams_list:
         files[n] = []
         for k in range(n):
             path = pg.files / f"copy-{n}-{k}.bin"
-            where = "" if n == 1 else f"WHERE (abs(hashtext(ctid::text)) % {n}) = {k}"
-            pg.query(f"COPY (SELECT {cols} FROM netflow.flows {where}) TO '{path}' "
+            where = "" if n == 1 else f"WHERE f.nfpg_rn % {n} = {k}"
+            pg.query(f"COPY (SELECT {cols} FROM {src} {where}) TO '{path}' "
                      f"(FORMAT binary)", db=src_db)
             os.chmod(path, 0o644)
             files[n].append(path)
@@ -759,7 +761,8 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     step_table(a, steps)
     a("### PostgreSQL's own binary COPY (the database path's limit)")
     a("")
-    a("The rows nfpg stored at its capacity step, exported with `COPY … TO … (FORMAT binary)` "
+    a("The rows nfpg stored at its capacity step (at most 5,000,000 of them), exported with "
+      "`COPY … TO … (FORMAT binary)` "
       "(split by row into one file per stream), then loaded by `psql -c '\\copy "
       "netflow.flows (…) FROM file (FORMAT binary)'` clients in parallel into a fresh database "
       "made by `nfpg migrate`: the same partitioned table, BRIN indexes and column list as "
@@ -842,7 +845,7 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
         step_table(a, writers)
     a("**Projection (not measured):** on this 2-core machine the load source, nfpg and "
       "PostgreSQL share the cores, so neither curve can rise far here. From the figures above: "
-      + projection(cpu, copies, shards) + " No larger machine was available to this run.")
+      + projection(cap, copies) + " No larger machine was available to this run.")
     a("")
     if v9:
         a("### nfpg into PostgreSQL, NetFlow v9")
@@ -853,26 +856,24 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
         step_table(a, v9)
 
 
-def projection(cpu: list[CpuRun], copies: list[CopyRun], shards: dict[int, list[CpuRun]]) -> str:
-    nf = [r.us_per_dgram for r in cpu if r.collector.startswith("nfpg")]
-    c1 = next((c for c in copies if c.streams == 1), None)
-    if not nf or not c1:
+def projection(cap: Step | None, copies: list[CopyRun]) -> str:
+    """16- and 64-core figures from the CPU the capacity step cost, stated as a projection."""
+    if not cap or not cap.stored_flows:
         return "not enough figures for a projection in this run."
-    per_core_dps = 1e6 / statistics.mean(nf)
-    cpu_row = statistics.median(c1.pg_cpu) / max(c1.rows, 1) if c1.pg_cpu else None
-    parts = [f"one core of nfpg handles about {fmt(per_core_dps)} datagrams/s "
-             f"({fmt(per_core_dps * E.RECORDS)} flows/s) at the CPU cost measured above;"]
-    if cpu_row:
-        per_core_rows = 1 / cpu_row
-        parts.append(f"PostgreSQL spends {cpu_row * 1e6:.2f} µs of CPU per row in a 1-stream COPY, "
-                     f"about {fmt(per_core_rows)} rows/s per core of the database server.")
-        for cores in (16, 64):
-            # Split the cores between the collector and PostgreSQL in proportion to their cost.
-            col = 1e-6 * statistics.mean(nf) / E.RECORDS  # nfpg CPU s per flow
-            share = col / (col + cpu_row)
-            rows = cores / (col + cpu_row)
-            parts.append(f"With {cores} cores on one host split in proportion ({share:.0%} nfpg), "
-                         f"about {fmt(rows)} flows/s if COPY streams scale linearly with cores "
-                         f"(they do not beyond WAL and partition-lock contention, which this run "
-                         f"cannot measure).")
+    col = cap.cpu_s / cap.stored_flows       # nfpg CPU s per flow stored, COPY sending included
+    pgc = cap.pg_cpu_s / cap.stored_flows    # PostgreSQL CPU s per flow stored
+    parts = [f"at its capacity step nfpg spent {col * 1e6:.2f} µs of CPU per flow (receive, "
+             f"decode, COPY) and PostgreSQL {pgc * 1e6:.2f} µs per flow stored, "
+             f"{(col + pgc) * 1e6:.2f} µs in all."]
+    c1 = next((c for c in copies if c.streams == 1), None)
+    if c1 and c1.pg_cpu:
+        parts.append(f"(PostgreSQL alone, 1-stream COPY: "
+                     f"{statistics.median(c1.pg_cpu) * 1e6 / max(c1.rows, 1):.2f} µs per row.)")
+    for cores in (16, 64):
+        parts.append(f"On {cores} cores with nothing else running, shards, writers and COPY "
+                     f"streams scaled out in that proportion ({col / (col + pgc):.0%} of the cores "
+                     f"for nfpg) would store about {fmt(cores / (col + pgc))} flows/s if the cost "
+                     "per flow stayed the same;")
+    parts.append("it will not exactly: WAL insertion, partition locks and memory bandwidth are "
+                 "shared, and this run cannot measure where they bind.")
     return " ".join(parts)

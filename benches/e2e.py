@@ -1101,8 +1101,8 @@ def main() -> int:
         rates, dur = [6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000], 20.0
         acct_rates = [2000, 3000, 4000, 5000, 6000]
         cpu_dur, cpu_rounds = 15.0, 2
-        shard_rates = [25000, 50000, 75000, 100000, 125000, 150000]
-        layout_rows, layout_repeats = 2_000_000, 3
+        shard_rates = [50000, 100000, 150000]
+        layout_rows, layout_repeats = 1_000_000, 3
         copy_repeats = 3
     if args.rates:
         rates = [int(x) for x in args.rates.split(",")]
@@ -1171,7 +1171,8 @@ def main() -> int:
                         try:
                             import layout
                             sec["layouts"] = layout.bench_layouts(pg, cap.db, layout_rows,
-                                                                  layout_repeats, log)
+                                                                  layout_repeats, log,
+                                                                  other=OTHER.between)
                         except (BenchError, ImportError) as e:
                             cfg["layout_err"] = f"layout section failed: {e}"
                             log(cfg["layout_err"])

@@ -406,6 +406,39 @@ fn bench_copy_encode(c: &mut Criterion) {
             black_box(out.len())
         });
     });
+    // The shard's v5 path: datagrams straight to tuples (a batch's worth), against decoding
+    // into columns and encoding those (what the tuples replaced).
+    let n_dgs = rows as usize / MAX_FLOWS_PER_DATAGRAM;
+    let mut tuples = nfpg::flow::batch::Tuples::default();
+    let window = (86_400_000_000i64 * 365, 86_400_000_000i64 * 365);
+    g.bench_function("v5_tuples_from_datagrams", |b| {
+        b.iter(|| {
+            tuples.clear();
+            for (i, d) in dgs.iter().cycle().take(n_dgs).enumerate() {
+                nfpg::store::copy::v5_tuples(
+                    black_box(d),
+                    0x7f00_0002 + (i % 4) as u32,
+                    &meta_for(i),
+                    window,
+                    &mut tuples,
+                )
+                .expect("v5");
+            }
+            black_box(tuples.bytes.len())
+        });
+    });
+    let mut cols = Columns::with_capacity(BATCH_FLOWS);
+    g.bench_function("v5_decode_then_encode", |b| {
+        b.iter(|| {
+            cols.clear();
+            out.clear();
+            for (i, d) in dgs.iter().cycle().take(n_dgs).enumerate() {
+                nfpg_wire::v5::decode(black_box(d), &meta_for(i), &mut cols).expect("v5");
+            }
+            nfpg::store::copy::encode_rows(&cols, nfpg::store::copy::V5_SHAPE, &mut out);
+            black_box(out.len())
+        });
+    });
     g.finish();
 }
 

@@ -10,9 +10,15 @@
 #   g++         the C++ compiler libfuzzer-sys builds libFuzzer with (fuzz/; CI builds the targets)
 #   chromium chromium-driver  headless Chromium and its WebDriver: tests/dashboard.rs loads the
 #               dashboard in a real browser
+# With --bench, also what benches/e2e.py compares nfpg with (not needed by the tests):
+#   pmacct      nfacctd, pmacct's NetFlow collector, into the same PostgreSQL
+#   iproute2    ss, which the harness reads each socket's granted receive buffer with
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
 packages=(postgresql softflowd nfdump tshark g++ chromium chromium-driver)
+if [ "${1:-}" = "--bench" ]; then
+    packages+=(pmacct iproute2)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

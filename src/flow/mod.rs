@@ -1,9 +1,12 @@
 //! The flow stage: what moves between shards and writers.
 //!
-//! [`batch::FlowBatch`] (decoded columns plus malformed samples), [`handoff::Handoff`] (the
-//! two bounded lock-free queues that carry batches to the writers and back) and
+//! [`batch::FlowBatch`] (v5 flows as binary COPY tuples, other flows in columns, plus
+//! malformed samples), [`copy`] (the binary COPY format both are written in: the shards call
+//! [`copy::v5_tuples`], the writers [`copy::encode_copy`]), [`handoff::Handoff`] (the bounded
+//! lock-free queue that carries batches to the writers, and the pool they come back to) and
 //! [`reason::Reason`] (why a datagram was not decoded). Depends only on `nfpg-wire`.
 
 pub mod batch;
+pub mod copy;
 pub mod handoff;
 pub mod reason;

@@ -1,7 +1,8 @@
 //! A shard: one receive thread with its own socket, receiver and column batch.
 //!
 //! The loop receives a batch of datagrams, decodes each into the shard's current
-//! [`crate::flow::batch::FlowBatch`], and seals the batch onto the writers' queue when it cannot take another
+//! [`crate::flow::batch::FlowBatch`] (NetFlow v5 from IPv4 exporters straight into binary COPY
+//! tuples with [`crate::flow::copy::v5_tuples`], the rest into columns), and seals the batch onto the writers' queue when it cannot take another
 //! datagram or when `flush_interval` has passed since its first datagram. Counters are added
 //! once per receive call. Datagrams from sources not on the allow-list are counted (and their
 //! busiest sources kept) and dropped before decoding. Malformed datagrams are counted by
@@ -22,7 +23,8 @@ use crossbeam_utils::CachePadded;
 use super::recv::{Datagram, Receiver};
 use crate::addr::AllowList;
 use crate::decode::{self, Decoder, Failure, Fault};
-use crate::flow::batch::{addr_to_u128, DatagramMeta, MalformedSample, SAMPLE_BYTES};
+use crate::flow::batch::{addr_to_u128, as_v4, DatagramMeta, MalformedSample, SAMPLE_BYTES};
+use crate::flow::copy;
 use crate::flow::handoff::{Batch, Handoff, Overflow};
 use crate::flow::reason::Reason;
 use crate::obs::latency::{Recorders, Stage};
@@ -181,7 +183,7 @@ impl State<'_> {
             self.not_allowed_sources.add(exporter, 1);
             return;
         }
-        if !self.batch.flows.has_room_for(decode::MAX_FLOWS) {
+        if !self.batch.has_room_for(decode::MAX_FLOWS) {
             self.seal(now);
         }
         let datagrams_before = self.batch.flows.datagrams.len();
@@ -189,7 +191,26 @@ impl State<'_> {
             exporter,
             received_us,
         };
-        let result = if d.truncated {
+        // NetFlow v5 from an IPv4 exporter: straight to COPY tuples (no columns).
+        let v5_from = match (d.data.get(..2), as_v4(exporter)) {
+            (Some([0, 5]), Some(v4)) if !d.truncated => Some(u32::from(v4)),
+            _ => None,
+        };
+        let result = if let Some(v4) = v5_from {
+            match copy::v5_tuples(
+                d.data,
+                v4,
+                &meta,
+                self.time_window_us,
+                &mut self.batch.tuples,
+            ) {
+                Ok((n, flagged)) => {
+                    self.local.time_suspect += flagged;
+                    Ok(n)
+                }
+                Err(e) => Err(Rejected::Decode(Fault::V5(e))),
+            }
+        } else if d.truncated {
             Err(Rejected::Truncated(d.data.len()))
         } else {
             match self.decoder.datagram(d.data, &meta, &mut self.batch.flows) {

@@ -10,7 +10,9 @@
 
 pub mod aggregates;
 pub mod analysis;
-pub mod copy;
+/// The binary COPY format lives with the batches (`crate::flow::copy`): the shards write v5
+/// tuples in it too.
+pub use crate::flow::copy;
 pub mod db;
 pub mod exporters;
 #[doc(hidden)]

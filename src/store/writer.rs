@@ -42,7 +42,7 @@ use super::copy::{self, Shape};
 use super::db::{self, Schema};
 use super::health::Health;
 use super::spool::{Marker, Spool, SpoolError};
-use crate::flow::batch::FlowBatch;
+use crate::flow::batch::{DatagramInfo, FlowBatch};
 use crate::flow::handoff::{Batch, Handoff, Overflow};
 use crate::obs::exporters::ExporterTable;
 use crate::obs::latency::{Recorders, Stage};
@@ -71,6 +71,18 @@ pub trait Sink: Send {
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError>;
+    /// [`Sink::write_copy`] of a stream given in pieces (the header, each batch's tuples, the
+    /// trailer), so the writer need not copy them into one buffer first.
+    fn write_copy_parts(
+        &mut self,
+        parts: &[&[u8]],
+        shape: Shape,
+        rows: usize,
+        marker: Marker,
+        part: i64,
+    ) -> Result<Committed, WriteError> {
+        self.write_copy(&parts.concat(), shape, rows, marker, part)
+    }
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
     /// The instance name the markers of the following COPYs carry (a replayed segment keeps
@@ -212,7 +224,7 @@ impl PgSink {
         client: &mut Client,
         sql: [&str; 4],
         (instance, markers): (&str, &[[i64; 4]]),
-        data: &[u8],
+        parts: &[&[u8]],
         received: Option<(i64, i64)>,
     ) -> Result<(), CopyFail> {
         let [marker_sql, copy_sql, guard_sql, own_sql] = sql;
@@ -225,7 +237,9 @@ impl PgSink {
         let mut w = tx.copy_in(copy_sql).map_err(CopyFail::Pg)?;
         // On error the writer is dropped without finish() (the COPY aborts) and the
         // transaction rolls back: nothing commits.
-        w.write_all(data).map_err(CopyFail::Io)?;
+        for data in parts {
+            w.write_all(data).map_err(CopyFail::Io)?;
+        }
         w.finish().map_err(CopyFail::Pg)?;
         if let Some((first, last)) = received {
             let first = UNIX_EPOCH + Duration::from_micros(first.max(0) as u64);
@@ -289,7 +303,7 @@ impl PgSink {
     /// (`[writer, seq, part, rows]`): the body of [`Sink::write_copy`] and [`PgSink::write_group`].
     fn commit_marked(
         &mut self,
-        data: &[u8],
+        parts: &[&[u8]],
         shape: Shape,
         markers: &[[i64; 4]],
     ) -> Result<Committed, WriteError> {
@@ -306,7 +320,7 @@ impl PgSink {
             self.own_sql.as_str(),
         ];
         let received = self.received.take();
-        match Self::copy_once(client, sql, (&self.instance, markers), data, received) {
+        match Self::copy_once(client, sql, (&self.instance, markers), parts, received) {
             Ok(()) => Ok(Committed::Now),
             Err(CopyFail::Pg(e))
                 if e.as_db_error()
@@ -340,7 +354,7 @@ impl PgSink {
             .iter()
             .map(|(m, rows)| [m.writer, m.seq, 0, *rows as i64])
             .collect();
-        self.commit_marked(data, shape, &ms)
+        self.commit_marked(&[data], shape, &ms)
     }
 }
 
@@ -353,8 +367,19 @@ impl Sink for PgSink {
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError> {
+        self.write_copy_parts(&[data], shape, rows, marker, part)
+    }
+
+    fn write_copy_parts(
+        &mut self,
+        parts: &[&[u8]],
+        shape: Shape,
+        rows: usize,
+        marker: Marker,
+        part: i64,
+    ) -> Result<Committed, WriteError> {
         let m = [marker.writer, marker.seq, part, rows as i64];
-        let r = self.commit_marked(data, shape, &[m]);
+        let r = self.commit_marked(parts, shape, &[m]);
         if r == Ok(Committed::Already) {
             tracing::info!(
                 writer = marker.writer,
@@ -418,6 +443,16 @@ impl Sink for NullSink {
     fn write_copy(
         &mut self,
         _data: &[u8],
+        _shape: Shape,
+        _rows: usize,
+        _marker: Marker,
+        _part: i64,
+    ) -> Result<Committed, WriteError> {
+        Ok(Committed::Now)
+    }
+    fn write_copy_parts(
+        &mut self,
+        _parts: &[&[u8]],
         _shape: Shape,
         _rows: usize,
         _marker: Marker,
@@ -491,8 +526,7 @@ pub fn observe_exporters<'a>(
 ) {
     let mut table = exporters.lock().unwrap_or_else(|p| p.into_inner());
     for b in batches {
-        for d in &b.flows.datagrams {
-            let (packets, bytes) = b.flows.totals_of(d);
+        for (d, (packets, bytes)) in b.datagrams() {
             table.observe(d, packets, bytes);
         }
     }
@@ -505,10 +539,19 @@ pub fn spool_copy(
     counters: &SpoolCounters,
     marker: Marker,
     shape: Shape,
-    framed: &[u8],
+    parts: &[&[u8]],
     rows: usize,
 ) -> bool {
-    let tuples = &framed[copy::HEADER.len()..framed.len() - copy::TRAILER.len()];
+    // The parts are the header, tuples and trailer; the spool keeps the tuples. One part in
+    // the middle is written as it is; several are joined (a failed COPY: not the hot path).
+    let joined;
+    let tuples: &[u8] = match parts {
+        [head, one, tail] if *head == copy::HEADER && *tail == copy::TRAILER => one,
+        _ => {
+            joined = parts.concat();
+            &joined[copy::HEADER.len()..joined.len() - copy::TRAILER.len()]
+        }
+    };
     match spool.write(marker, shape, tuples, rows as u64) {
         Ok(_) => {
             counters.rows_spooled.fetch_add(rows as u64, Relaxed);
@@ -531,17 +574,24 @@ pub fn spool_copy(
     }
 }
 
-/// First and last arrival (Unix µs) of the rows of `batches`.
-fn received_range(batches: &[Batch]) -> Option<(i64, i64)> {
-    batches
-        .iter()
-        .flat_map(|b| b.flows.datagrams.iter())
+/// First and last arrival (Unix µs) of the rows of `datagrams`.
+fn received_range<'a>(datagrams: impl Iterator<Item = &'a DatagramInfo>) -> Option<(i64, i64)> {
+    datagrams
         .filter(|d| d.count > 0)
         .map(|d| d.received_us)
         .fold(None, |r, t| match r {
             None => Some((t, t)),
             Some((lo, hi)) => Some((lo.min(t), hi.max(t))),
         })
+}
+
+/// The two COPYs a writer makes of its batches.
+#[derive(Clone, Copy)]
+enum Part {
+    /// The v5 tuples the shards encoded.
+    Tuples,
+    /// The flows in columns, encoded by the writer.
+    Columns,
 }
 
 /// Runs a writer until `shards_done` is set and the queue is empty. `sinks` has one sink per
@@ -577,8 +627,41 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
         }
         // Whose turn it is: the writers start apart and each moves on with every COPY.
         let first = cfg.id.wrapping_add(next_seq as usize) % sh.routes.len().max(1);
-        if rows > 0 {
-            let shape = copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf);
+        // The v5 tuples as the shards made them and the other flows encoded now: one COPY
+        // each (their column lists differ), each with its own marker.
+        let tuple_rows: usize = batches.iter().map(|b| b.tuples.rows).sum();
+        let column_rows = rows - tuple_rows.min(rows);
+        let mut all_stored = true;
+        let mut all_committed = true;
+        for kind in [Part::Tuples, Part::Columns] {
+            let (part_rows, shape) = match kind {
+                Part::Tuples if tuple_rows > 0 => (tuple_rows, copy::V5_SHAPE),
+                Part::Columns if column_rows > 0 => (
+                    column_rows,
+                    copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf),
+                ),
+                _ => continue,
+            };
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(batches.len() + 2);
+            match kind {
+                Part::Tuples => {
+                    parts.push(copy::HEADER);
+                    parts.extend(
+                        batches
+                            .iter()
+                            .map(|b| &b.tuples.bytes[..])
+                            .filter(|t| !t.is_empty()),
+                    );
+                    parts.push(copy::TRAILER);
+                }
+                Part::Columns => parts.push(&buf),
+            }
+            let datagrams = || {
+                batches.iter().flat_map(move |b| match kind {
+                    Part::Tuples => b.tuples.datagrams.iter(),
+                    Part::Columns => b.flows.datagrams.iter(),
+                })
+            };
             let marker = Marker {
                 writer: marker_writer,
                 seq: next_seq,
@@ -588,7 +671,7 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
             // The endpoint whose spool takes the COPY if no endpoint commits it.
             let mut spool_at = first;
             if !sh.spool_only.load(Relaxed) {
-                let range = received_range(&batches);
+                let range = received_range(datagrams());
                 for i in in_turn(&sh.routes, first) {
                     let route = &sh.routes[i];
                     if !route.health.is_up() {
@@ -596,7 +679,7 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
                     }
                     spool_at = i;
                     sinks[i].set_received_range(range);
-                    let r = sinks[i].write_copy(&buf, shape, rows, marker, 0);
+                    let r = sinks[i].write_copy_parts(&parts, shape, part_rows, marker, 0);
                     let Err(e) = &r else {
                         result = r;
                         break;
@@ -607,7 +690,7 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
                     } else {
                         tracing::warn!(
                             writer = cfg.id,
-                            rows,
+                            rows = part_rows,
                             "COPY refused, spooled for replay (which keeps every row it can and dead-letters the rest): {e}"
                         );
                     }
@@ -626,35 +709,46 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
                     cfg.recorders
                         .record_duration(Stage::Copy, copy_started.elapsed());
                     let committed_us = unix_now_us();
-                    for b in &batches {
-                        for d in &b.flows.datagrams {
-                            let waited = (committed_us - d.received_us).max(1) as u64;
-                            cfg.recorders
-                                .record_n(Stage::EndToEnd, waited, u64::from(d.count));
-                        }
+                    for d in datagrams() {
+                        let waited = (committed_us - d.received_us).max(1) as u64;
+                        cfg.recorders
+                            .record_n(Stage::EndToEnd, waited, u64::from(d.count));
                     }
-                    sh.counters.rows_written.fetch_add(rows as u64, Relaxed);
                     sh.counters
-                        .batches_written
-                        .fetch_add(batches.len() as u64, Relaxed);
+                        .rows_written
+                        .fetch_add(part_rows as u64, Relaxed);
                     sh.counters.copies.fetch_add(1, Relaxed);
-                    observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
                 }
                 Err(_) => {
+                    all_committed = false;
                     let spool = sh.routes.get(spool_at).and_then(|r| r.spool.as_ref());
                     let stored = match spool {
                         Some(spool) => {
-                            spool_copy(spool, &sh.spool_counters, marker, shape, &buf, rows)
+                            spool_copy(spool, &sh.spool_counters, marker, shape, &parts, part_rows)
                         }
                         None => false,
                     };
-                    if stored {
-                        observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
-                    } else if spool.is_none() {
-                        // With a spool, its counters say why the rows were dropped.
-                        sh.counters.rows_dropped.fetch_add(rows as u64, Relaxed);
+                    if !stored {
+                        all_stored = false;
+                        if spool.is_none() {
+                            // With a spool, its counters say why the rows were dropped.
+                            sh.counters
+                                .rows_dropped
+                                .fetch_add(part_rows as u64, Relaxed);
+                        }
                     }
                 }
+            }
+        }
+        if rows > 0 {
+            if all_committed {
+                sh.counters
+                    .batches_written
+                    .fetch_add(batches.len() as u64, Relaxed);
+            }
+            // Once per batch, when all its rows were committed or spooled.
+            if all_stored {
+                observe_exporters(&sh.exporters, batches.iter().map(|b| &**b));
             }
         }
         let samples: usize = batches.iter().map(|b| b.malformed.len()).sum();
@@ -717,7 +811,7 @@ impl SpoolOverflow {
 
 impl Overflow for SpoolOverflow {
     fn absorb(&mut self, batch: &FlowBatch) {
-        if batch.flows.is_empty() {
+        if batch.is_empty() {
             return;
         }
         let first = self.next_seq as usize % self.routes.len().max(1);
@@ -732,22 +826,46 @@ impl Overflow for SpoolOverflow {
         let Some(spool) = self.routes[at].spool.clone() else {
             return;
         };
-        let shape = copy::encode_copy([&batch.flows], &mut self.buf);
+        // The v5 tuples as they are and the columns encoded: a segment each.
+        let mut stored = true;
+        if batch.tuples.rows > 0 {
+            let marker = self.next_marker();
+            let parts = [copy::HEADER, &batch.tuples.bytes[..], copy::TRAILER];
+            stored &= spool_copy(
+                &spool,
+                &self.counters,
+                marker,
+                copy::V5_SHAPE,
+                &parts,
+                batch.tuples.rows,
+            );
+        }
+        if !batch.flows.is_empty() {
+            let shape = copy::encode_copy([&batch.flows], &mut self.buf);
+            let marker = self.next_marker();
+            stored &= spool_copy(
+                &spool,
+                &self.counters,
+                marker,
+                shape,
+                &[&self.buf],
+                batch.flows.len(),
+            );
+        }
+        if stored {
+            observe_exporters(&self.exporters, [batch]);
+        }
+    }
+}
+
+impl SpoolOverflow {
+    fn next_marker(&mut self) -> Marker {
         let marker = Marker {
             writer: self.marker_writer,
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        if spool_copy(
-            &spool,
-            &self.counters,
-            marker,
-            shape,
-            &self.buf,
-            batch.len(),
-        ) {
-            observe_exporters(&self.exporters, [batch]);
-        }
+        marker
     }
 }
 

@@ -1,4 +1,5 @@
-//! PostgreSQL binary COPY encoding of flow [`Columns`].
+//! PostgreSQL binary COPY encoding: of flow [`Columns`] (the writers, [`encode_copy`]), and of
+//! NetFlow v5 datagrams straight from their bytes (the shards, [`v5_tuples`]).
 //!
 //! The writer streams the bytes this module produces into `COPY flows (…) FROM STDIN
 //! (FORMAT binary)`. Format: the 11-byte signature, int32 flags, int32 extension length, then
@@ -9,8 +10,9 @@
 //! can overflow.
 #![forbid(unsafe_code)]
 
-use crate::flow::batch::{as_v4, Columns};
-use nfpg_wire::columns::present as p;
+use crate::flow::batch::{as_v4, Columns, DatagramInfo, DatagramMeta, Tuples};
+use nfpg_wire::columns::{present as p, SamplingSource};
+use nfpg_wire::v5;
 
 /// Signature, flags and header extension length.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -411,6 +413,9 @@ struct V5Row {
 /// Bytes of a [`V5Row`]: the field count, 26 length words and the values.
 const V5_ROW_LEN: usize = 242;
 
+/// Most bytes one row of [`Tuples`] takes ([`V5_SHAPE`], `time_suspect` true).
+pub const V5_TUPLE_MAX: usize = V5_ROW_LEN + 5;
+
 impl V5Row {
     #[inline(always)]
     fn bytes(&self) -> [u8; V5_ROW_LEN] {
@@ -481,6 +486,100 @@ impl V5Row {
             out.extend_from_slice(&(-1i32).to_be_bytes());
         }
     }
+}
+
+/// The shape of [`Tuples`]: a v5 row's columns and `time_suspect` (true or NULL), so a flagged
+/// row needs no other shape and the tuples need no re-encoding.
+pub const V5_SHAPE: Shape = Shape::BasicFlagged;
+
+/// Appends the flows of one NetFlow v5 datagram from an IPv4 exporter (`exporter_v4`, as a
+/// big-endian u32) straight to `t` as binary COPY tuples in [`V5_SHAPE`], without going
+/// through [`Columns`]: the same values and bytes as `nfpg_wire::v5::decode` followed by
+/// [`encode_rows`] (tested), at a fraction of the memory traffic. Flows whose times lie more
+/// than `ahead` µs after the arrival or end more than `behind` µs before it are flagged
+/// `time_suspect`. Returns (flows, flagged flows).
+pub fn v5_tuples(
+    data: &[u8],
+    exporter_v4: u32,
+    meta: &DatagramMeta,
+    (ahead, behind): (i64, i64),
+    t: &mut Tuples,
+) -> Result<(u16, u64), v5::DecodeError> {
+    let count = v5::validate(data)?;
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let be32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let sys_uptime = be32(data, 4);
+    let export_ms = i64::from(be32(data, 8)) * 1000 + i64::from(be32(data, 12) / 1_000_000);
+    let sampling = be16(data, 22);
+    let interval = sampling & 0x3fff;
+    let source = if interval == 0 {
+        SamplingSource::None
+    } else {
+        SamplingSource::V5Header
+    };
+    let info = DatagramInfo {
+        exporter: meta.exporter,
+        received_us: meta.received_us,
+        first_flow: t.rows as u32,
+        count,
+        version: 5,
+        source_id: 0,
+        engine_type: data[20],
+        engine_id: data[21],
+        sampling_mode: (sampling >> 14) as u8,
+        sampling_interval: interval,
+        sys_uptime_ms: sys_uptime,
+        export_ms,
+        sequence: be32(data, 16),
+        held: false,
+    };
+    let received = pg_time_from_unix_us(meta.received_us);
+    let rx_ms = meta.received_us / 1000;
+    let (hi, lo) = (rx_ms + ahead / 1000, rx_ms - behind / 1000);
+    t.bytes.reserve(usize::from(count) * V5_TUPLE_MAX);
+    let (mut packets, mut bytes, mut flagged) = (0u64, 0u64, 0u64);
+    for r in data[v5::HEADER_LEN..]
+        .chunks_exact(v5::RECORD_LEN)
+        .take(usize::from(count))
+    {
+        let start = v5::flow_time_ms(export_ms, sys_uptime, be32(r, 24));
+        let end = v5::flow_time_ms(export_ms, sys_uptime, be32(r, 28));
+        let (pk, by) = (be32(r, 16), be32(r, 20));
+        packets += u64::from(pk);
+        bytes += u64::from(by);
+        let suspect = start > hi || end > hi || end < lo;
+        flagged += u64::from(suspect);
+        V5Row {
+            start: pg_time_from_unix_ms(start),
+            end: pg_time_from_unix_ms(end),
+            addrs: [be32(r, 0), be32(r, 4), be32(r, 8)],
+            src_port: be16(r, 32),
+            dst_port: be16(r, 34),
+            protocol: r[38],
+            tcp_flags: r[37],
+            tos: r[39],
+            input_if: u32::from(be16(r, 12)),
+            output_if: u32::from(be16(r, 14)),
+            packets: i64::from(pk),
+            bytes: i64::from(by),
+            src_as: u32::from(be16(r, 40)),
+            dst_as: u32::from(be16(r, 42)),
+            src_mask: r[44],
+            dst_mask: r[45],
+            exporter: exporter_v4,
+            engine: [info.engine_type, info.engine_id],
+            sampling_interval: i32::from(interval),
+            sampling_mode: info.sampling_mode,
+            version: 5,
+            received,
+            sampling_source: source as u8,
+        }
+        .put_flagged(suspect, &mut t.bytes);
+    }
+    t.datagrams.push(info);
+    t.totals.push((packets, bytes));
+    t.rows += usize::from(count);
+    Ok((count, flagged))
 }
 
 /// Index of `received_at` in every shape's column list.
@@ -614,45 +713,6 @@ mod tests {
         assert_eq!(&out[out.len() - tail.len()..], &tail[..]);
     }
 
-    /// v5 rows leave the v9-only columns short; a v9 datagram after them pads first, and a
-    /// mixed batch encodes (full shape) without reading past them.
-    #[test]
-    fn v5_and_v9_rows_share_a_batch() {
-        let fixture = |name: &str| -> Vec<Vec<u8>> {
-            let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-            let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            nfpg_wire::pcap::udp_packets(&file)
-                .unwrap()
-                .into_iter()
-                .map(|p| p.payload)
-                .collect()
-        };
-        let v5 = fixture("softflowd-v5.pcap");
-        let v9 = fixture("softflowd-v9.pcap");
-        let meta = nfpg_wire::columns::DatagramMeta {
-            exporter: 1,
-            received_us: 0,
-        };
-        let mut cols = Columns::with_capacity(4096);
-        let mut d = crate::decode::netflow::Decoder::new(std::sync::Arc::new(
-            crate::decode::netflow::Shared::new(
-                crate::decode::hold::Hold::new(1 << 20, std::time::Duration::from_secs(60)),
-                Vec::new(),
-                Default::default(),
-            ),
-        ));
-        let a = nfpg_wire::v5::decode(&v5[0], &meta, &mut cols).unwrap();
-        assert_eq!(cols.extras_len(), 0, "v5 writes no v9-only column");
-        let b = d.datagram(&v9[0], &meta, &mut cols).unwrap();
-        assert_eq!(cols.extras_len(), cols.len());
-        let c = nfpg_wire::v5::decode(&v5[1], &meta, &mut cols).unwrap();
-        assert_eq!(cols.len(), usize::from(a + b + c));
-        assert_eq!(cols.extras_len(), usize::from(a + b));
-        assert!(cols.is_aligned());
-        let mut out = Vec::new();
-        assert_eq!(encode_copy([&cols], &mut out), Shape::Full);
-    }
-
     #[test]
     fn received_range_reads_every_row() {
         use crate::flow::batch::{v4_to_u128, DatagramInfo};
@@ -776,6 +836,101 @@ mod tests {
             assert!(fast == general, "{shape:?}: the fixed rows differ");
             assert_eq!(Shape::of([&b]), shape);
         }
+    }
+
+    /// The shard's v5 path (datagram straight to tuples) writes the very bytes of decoding
+    /// into columns, flagging times as the shard does, and encoding those in [`V5_SHAPE`];
+    /// and it records the same datagrams with the same totals.
+    #[test]
+    fn v5_tuples_match_decode_then_encode() {
+        use nfpg_wire::v5::encode::{datagram, Header, Record};
+        let mut x: u32 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        // A window of ±(100 s ahead, 1,000 s behind): some flows fall outside it.
+        let window = (100_000_000i64, 1_000_000_000i64);
+        let mut cols = Columns::with_capacity(30 * 6);
+        let mut t = Tuples::default();
+        let mut flagged_expected = 0u64;
+        for d in 0..6u32 {
+            let n = [30usize, 1, 17, 30, 2, 29][d as usize];
+            let records: Vec<Record> = (0..n)
+                .map(|_| Record {
+                    src_addr: next().to_be_bytes(),
+                    dst_addr: next().to_be_bytes(),
+                    next_hop: next().to_be_bytes(),
+                    input: next() as u16,
+                    output: next() as u16,
+                    packets: next(),
+                    octets: next(),
+                    first: 1_900_000 - next() % 1_500_000,
+                    last: 2_000_000 - next() % 1_500_000,
+                    src_port: next() as u16,
+                    dst_port: next() as u16,
+                    tcp_flags: next() as u8,
+                    protocol: next() as u8,
+                    tos: next() as u8,
+                    src_as: next() as u16,
+                    dst_as: next() as u16,
+                    src_mask: next() as u8,
+                    dst_mask: next() as u8,
+                })
+                .collect();
+            let h = Header {
+                sys_uptime: 2_000_000,
+                unix_secs: 1_700_000_000 + d,
+                unix_nsecs: next() % 1_000_000_000,
+                flow_sequence: d * 30,
+                engine_type: next() as u8,
+                engine_id: next() as u8,
+                sampling_interval: if d % 2 == 0 { 0 } else { next() as u16 },
+            };
+            let exporter_v4 = 0x7f01_0001 + d;
+            let meta = nfpg_wire::columns::DatagramMeta {
+                exporter: v4_to_u128(exporter_v4),
+                // Arrival 50 s after the export time: flows ending > 1,000 s before it or
+                // starting > 100 s after it are flagged.
+                received_us: (1_700_000_000 + i64::from(d) + 50) * 1_000_000,
+            };
+            let bytes = datagram(&h, &records);
+            let before = cols.len();
+            nfpg_wire::v5::decode(&bytes, &meta, &mut cols).unwrap();
+            let rx_ms = meta.received_us / 1000;
+            let (hi, lo) = (rx_ms + window.0 / 1000, rx_ms - window.1 / 1000);
+            for i in before..cols.len() {
+                let (s, e) = (cols.flow_start_ms[i], cols.flow_end_ms[i]);
+                if s > hi || e > hi || e < lo {
+                    cols.present[i] |= p::TIME_SUSPECT;
+                    flagged_expected += 1;
+                }
+            }
+            let (count, _) = v5_tuples(&bytes, exporter_v4, &meta, window, &mut t).unwrap();
+            assert_eq!(usize::from(count), n);
+        }
+        assert!(flagged_expected > 0 && (flagged_expected as usize) < cols.len());
+        let mut expected = Vec::new();
+        encode_rows_with(&cols, V5_SHAPE, &mut expected, false);
+        assert_eq!(t.rows, cols.len());
+        assert!(t.bytes == expected, "tuples differ from decode + encode");
+        let flagged: usize = (0..cols.len())
+            .filter(|&i| cols.present[i] & p::TIME_SUSPECT != 0)
+            .count();
+        assert_eq!(flagged as u64, flagged_expected);
+        assert_eq!(t.datagrams, cols.datagrams);
+        let totals: Vec<(u64, u64)> = cols.datagrams.iter().map(|d| cols.totals_of(d)).collect();
+        assert_eq!(t.totals, totals);
+        // Malformed input is refused, nothing appended.
+        let rows = t.rows;
+        let meta = nfpg_wire::columns::DatagramMeta {
+            exporter: 1,
+            received_us: 0,
+        };
+        assert!(v5_tuples(&[0, 5, 0, 1], 1, &meta, window, &mut t).is_err());
+        assert_eq!((t.rows, t.datagrams.len()), (rows, 6));
     }
 
     #[test]
