@@ -285,14 +285,16 @@ pub struct RunArgs {
     /// has CAP_NET_ADMIN).
     #[arg(long, env = "NFPG_RCVBUF", default_value_t = 32 << 20)]
     pub rcvbuf: usize,
-    /// Flows per batch handed to a writer.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 8192)]
+    /// Flows per batch handed to a writer. 2048 keeps the two batches a busy shard alternates
+    /// between (about 1 MiB of v5 tuples) in its core's cache; larger batches cost more CPU per
+    /// datagram at high rates (BENCHMARKS.md), smaller ones more COPY statements.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 2048)]
     pub batch_size: usize,
     /// Seconds after which a batch is written even if not full (fractions allowed).
     #[arg(long, env = "FLUSH_INTERVAL", default_value_t = 1.0)]
     pub flush_interval: f64,
-    /// Batches waiting for writers before shards wait (back-pressure).
-    #[arg(long, env = "NFPG_QUEUE_DEPTH", default_value_t = 64)]
+    /// Batches waiting for writers before shards spool (or, without a spool, wait).
+    #[arg(long, env = "NFPG_QUEUE_DEPTH", default_value_t = 256)]
     pub queue_depth: usize,
     /// Most flows in one COPY statement.
     #[arg(long, env = "NFPG_COPY_ROWS", default_value_t = 100_000)]

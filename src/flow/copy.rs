@@ -291,7 +291,7 @@ fn encode_rows_with(batch: &Columns, shape: Shape, out: &mut Vec<u8>, fixed: boo
                     if flagged {
                         row.put_flagged(has & p::TIME_SUSPECT != 0, out);
                     } else {
-                        out.extend_from_slice(&row.bytes());
+                        row.put_basic(out);
                     }
                     continue;
                 }
@@ -416,74 +416,128 @@ const V5_ROW_LEN: usize = 242;
 /// Most bytes one row of [`Tuples`] takes ([`V5_SHAPE`], `time_suspect` true).
 pub const V5_TUPLE_MAX: usize = V5_ROW_LEN + 5;
 
-impl V5Row {
-    #[inline(always)]
-    fn bytes(&self) -> [u8; V5_ROW_LEN] {
-        let mut r = [0u8; V5_ROW_LEN];
-        let mut at = 0;
-        let mut put = |b: &[u8]| {
-            r[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
-        };
-        let i16f = |v: i16| {
-            let [a, b] = v.to_be_bytes();
-            [0, 0, 0, 2, a, b]
-        };
-        let i32f = |v: i32| {
-            let [a, b, c, d] = v.to_be_bytes();
-            [0, 0, 0, 4, a, b, c, d]
-        };
-        let i64f = |v: i64| {
-            let mut f = [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0];
-            f[4..].copy_from_slice(&v.to_be_bytes());
-            f
-        };
-        let inet4 = |v: u32| {
-            let [a, b, c, d] = v.to_be_bytes();
-            [0, 0, 0, 8, 2, 32, 0, 4, a, b, c, d]
-        };
-        put(&(BASIC_COLUMNS.len() as i16).to_be_bytes());
-        put(&i64f(self.start));
-        put(&i64f(self.end));
-        for a in self.addrs {
-            put(&inet4(a));
+/// Widths of a [`V5Row`]'s 26 values, in [`BASIC_COLUMNS`] order (an IPv4 `inet` is 8 bytes:
+/// family, bits, is_cidr, length, then the address).
+const V5_WIDTHS: [usize; 26] = [
+    8, 8, 8, 8, 8, 4, 4, 2, 2, 2, 8, 8, 8, 8, 8, 8, 2, 2, 8, 2, 2, 4, 2, 2, 8, 2,
+];
+
+/// Where each value of a [`V5Row`] starts: after the field count, each field's length word
+/// and the values before it.
+const V5_AT: [usize; 26] = {
+    let mut at = [0; 26];
+    let mut pos = 2;
+    let mut i = 0;
+    while i < 26 {
+        at[i] = pos + 4;
+        pos += 4 + V5_WIDTHS[i];
+        i += 1;
+    }
+    at
+};
+
+/// A [`V5Row`] with every value zero: the field count (26, or 27 with `time_suspect` after
+/// it, NULL or true), the length words and the constant head of each `inet` (IPv4, /32).
+const fn v5_template<const N: usize>(suspect: Option<bool>) -> [u8; N] {
+    let mut r = [0u8; N];
+    let count: i16 = if suspect.is_some() { 27 } else { 26 };
+    let c = count.to_be_bytes();
+    r[0] = c[0];
+    r[1] = c[1];
+    let mut i = 0;
+    while i < 26 {
+        let len = (V5_WIDTHS[i] as i32).to_be_bytes();
+        let at = V5_AT[i] - 4;
+        r[at] = len[0];
+        r[at + 1] = len[1];
+        r[at + 2] = len[2];
+        r[at + 3] = len[3];
+        // The four inets (src, dst, next hop, exporter): family 2, 32 bits, not cidr, 4 bytes.
+        if i == 2 || i == 3 || i == 4 || i == 18 {
+            r[at + 4] = 2;
+            r[at + 5] = 32;
+            r[at + 6] = 0;
+            r[at + 7] = 4;
         }
-        put(&i32f(i32::from(self.src_port)));
-        put(&i32f(i32::from(self.dst_port)));
-        put(&i16f(i16::from(self.protocol)));
-        put(&i16f(i16::from(self.tcp_flags)));
-        put(&i16f(i16::from(self.tos)));
-        put(&i64f(i64::from(self.input_if)));
-        put(&i64f(i64::from(self.output_if)));
-        put(&i64f(self.packets));
-        put(&i64f(self.bytes));
-        put(&i64f(i64::from(self.src_as)));
-        put(&i64f(i64::from(self.dst_as)));
-        put(&i16f(i16::from(self.src_mask)));
-        put(&i16f(i16::from(self.dst_mask)));
-        put(&inet4(self.exporter));
-        put(&i16f(i16::from(self.engine[0])));
-        put(&i16f(i16::from(self.engine[1])));
-        put(&i32f(self.sampling_interval));
-        put(&i16f(i16::from(self.sampling_mode)));
-        put(&i16f(i16::from(self.version)));
-        put(&i64f(self.received));
-        put(&i16f(i16::from(self.sampling_source)));
-        debug_assert_eq!(at, V5_ROW_LEN);
-        r
+        i += 1;
+    }
+    match suspect {
+        Some(true) => {
+            r[V5_ROW_LEN + 3] = 1;
+            r[V5_ROW_LEN + 4] = 1;
+        }
+        Some(false) => {
+            r[V5_ROW_LEN] = 0xff;
+            r[V5_ROW_LEN + 1] = 0xff;
+            r[V5_ROW_LEN + 2] = 0xff;
+            r[V5_ROW_LEN + 3] = 0xff;
+        }
+        None => {}
+    }
+    r
+}
+
+// The values end where the row does.
+const _: () = assert!(V5_AT[25] + 2 == V5_ROW_LEN);
+
+const V5_BASIC: [u8; V5_ROW_LEN] = v5_template(None);
+const V5_FLAGGED_NULL: [u8; V5_ROW_LEN + 4] = v5_template(Some(false));
+const V5_FLAGGED_TRUE: [u8; V5_ROW_LEN + 5] = v5_template(Some(true));
+
+impl V5Row {
+    /// Appends the row: its template (one copy of constant bytes), then each value written in
+    /// place. Building the row elsewhere and copying it costs more: the copy's wide loads
+    /// cannot be forwarded from the many narrow stores that built it.
+    #[inline(always)]
+    fn put(&self, template: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(template);
+        let Some(r) = out.get_mut(start..start + V5_ROW_LEN) else {
+            return;
+        };
+        let a = &V5_AT;
+        r[a[0]..a[0] + 8].copy_from_slice(&self.start.to_be_bytes());
+        r[a[1]..a[1] + 8].copy_from_slice(&self.end.to_be_bytes());
+        r[a[2] + 4..a[2] + 8].copy_from_slice(&self.addrs[0].to_be_bytes());
+        r[a[3] + 4..a[3] + 8].copy_from_slice(&self.addrs[1].to_be_bytes());
+        r[a[4] + 4..a[4] + 8].copy_from_slice(&self.addrs[2].to_be_bytes());
+        r[a[5]..a[5] + 4].copy_from_slice(&i32::from(self.src_port).to_be_bytes());
+        r[a[6]..a[6] + 4].copy_from_slice(&i32::from(self.dst_port).to_be_bytes());
+        r[a[7]..a[7] + 2].copy_from_slice(&i16::from(self.protocol).to_be_bytes());
+        r[a[8]..a[8] + 2].copy_from_slice(&i16::from(self.tcp_flags).to_be_bytes());
+        r[a[9]..a[9] + 2].copy_from_slice(&i16::from(self.tos).to_be_bytes());
+        r[a[10]..a[10] + 8].copy_from_slice(&i64::from(self.input_if).to_be_bytes());
+        r[a[11]..a[11] + 8].copy_from_slice(&i64::from(self.output_if).to_be_bytes());
+        r[a[12]..a[12] + 8].copy_from_slice(&self.packets.to_be_bytes());
+        r[a[13]..a[13] + 8].copy_from_slice(&self.bytes.to_be_bytes());
+        r[a[14]..a[14] + 8].copy_from_slice(&i64::from(self.src_as).to_be_bytes());
+        r[a[15]..a[15] + 8].copy_from_slice(&i64::from(self.dst_as).to_be_bytes());
+        r[a[16]..a[16] + 2].copy_from_slice(&i16::from(self.src_mask).to_be_bytes());
+        r[a[17]..a[17] + 2].copy_from_slice(&i16::from(self.dst_mask).to_be_bytes());
+        r[a[18] + 4..a[18] + 8].copy_from_slice(&self.exporter.to_be_bytes());
+        r[a[19]..a[19] + 2].copy_from_slice(&i16::from(self.engine[0]).to_be_bytes());
+        r[a[20]..a[20] + 2].copy_from_slice(&i16::from(self.engine[1]).to_be_bytes());
+        r[a[21]..a[21] + 4].copy_from_slice(&self.sampling_interval.to_be_bytes());
+        r[a[22]..a[22] + 2].copy_from_slice(&i16::from(self.sampling_mode).to_be_bytes());
+        r[a[23]..a[23] + 2].copy_from_slice(&i16::from(self.version).to_be_bytes());
+        r[a[24]..a[24] + 8].copy_from_slice(&self.received.to_be_bytes());
+        r[a[25]..a[25] + 2].copy_from_slice(&i16::from(self.sampling_source).to_be_bytes());
+    }
+
+    /// Appends the [`Shape::Basic`] row.
+    #[inline(always)]
+    fn put_basic(&self, out: &mut Vec<u8>) {
+        self.put(&V5_BASIC, out);
     }
 
     /// Appends the [`Shape::BasicFlagged`] row: one more field, `time_suspect` (true or
     /// NULL).
     #[inline(always)]
     fn put_flagged(&self, suspect: bool, out: &mut Vec<u8>) {
-        let mut r = self.bytes();
-        r[..2].copy_from_slice(&(BASIC_FLAGGED_COLUMNS.len() as i16).to_be_bytes());
-        out.extend_from_slice(&r);
         if suspect {
-            out.extend_from_slice(&[0, 0, 0, 1, 1]);
+            self.put(&V5_FLAGGED_TRUE, out);
         } else {
-            out.extend_from_slice(&(-1i32).to_be_bytes());
+            self.put(&V5_FLAGGED_NULL, out);
         }
     }
 }
