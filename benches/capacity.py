@@ -839,8 +839,9 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
         a("")
     if writers:
         a(f"Writers (`nfpg run --writers W` into PostgreSQL, {fmt(writers[0].rate)} datagrams/s "
-          "offered, above the capacity, so the spool takes the excess and the drain includes "
-          "its replay):")
+          "offered: the ramp's highest step or 1.25 × the capacity rate, whichever is higher; "
+          "where that is above what PostgreSQL takes, shards spool the excess and the drain "
+          "includes its replay):")
         a("")
         step_table(a, writers)
     a("**Projection (not measured):** on this 2-core machine the load source, nfpg and "
@@ -873,7 +874,7 @@ def projection(cap: Step | None, copies: list[CopyRun]) -> str:
         parts.append(f"On {cores} cores with nothing else running, shards, writers and COPY "
                      f"streams scaled out in that proportion ({col / (col + pgc):.0%} of the cores "
                      f"for nfpg) would store about {fmt(cores / (col + pgc))} flows/s if the cost "
-                     "per flow stayed the same;")
-    parts.append("it will not exactly: WAL insertion, partition locks and memory bandwidth are "
-                 "shared, and this run cannot measure where they bind.")
+                     "per flow stayed the same.")
+    parts.append("It will not stay the same: WAL insertion, partition locks and memory "
+                 "bandwidth are shared, and this run cannot measure where they bind.")
     return " ".join(parts)

@@ -1098,7 +1098,7 @@ def main() -> int:
         layout_rows, layout_repeats = 200_000, 1
         copy_repeats = 1
     else:
-        rates, dur = [6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000], 20.0
+        rates, dur = [8000, 10000, 12000, 13000, 14000, 15000, 16000, 17000, 18000, 20000], 20.0
         acct_rates = [2000, 3000, 4000, 5000, 6000]
         cpu_dur, cpu_rounds = 15.0, 2
         shard_rates = [50000, 100000, 150000]
