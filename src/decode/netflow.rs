@@ -607,15 +607,6 @@ mod tests {
     /// mixed batch encodes (full shape) without reading past them.
     #[test]
     fn v5_and_v9_rows_share_a_batch() {
-        let fixture = |name: &str| -> Vec<Vec<u8>> {
-            let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-            let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            nfpg_wire::pcap::udp_packets(&file)
-                .unwrap()
-                .into_iter()
-                .map(|p| p.payload)
-                .collect()
-        };
         let v5 = fixture("softflowd-v5.pcap");
         let v9 = fixture("softflowd-v9.pcap");
         let meta = nfpg_wire::columns::DatagramMeta {
@@ -623,13 +614,7 @@ mod tests {
             received_us: 0,
         };
         let mut cols = crate::flow::batch::Columns::with_capacity(4096);
-        let mut d = crate::decode::netflow::Decoder::new(std::sync::Arc::new(
-            crate::decode::netflow::Shared::new(
-                crate::decode::hold::Hold::new(1 << 20, std::time::Duration::from_secs(60)),
-                Vec::new(),
-                Default::default(),
-            ),
-        ));
+        let mut d = Decoder::new(shared());
         let a = nfpg_wire::v5::decode(&v5[0], &meta, &mut cols).unwrap();
         assert_eq!(cols.extras_len(), 0, "v5 writes no v9-only column");
         let b = d.datagram(&v9[0], &meta, &mut cols).unwrap();

@@ -814,52 +814,62 @@ mod tests {
         assert_eq!(received_range(&tuples[..10]), None);
     }
 
+    /// xorshift32: varied but reproducible field values.
+    fn xorshift(x: &mut u32) -> u32 {
+        *x ^= *x << 13;
+        *x ^= *x >> 17;
+        *x ^= *x << 5;
+        *x
+    }
+
+    /// A v5 datagram (the `d`th) of `n` records with varied values: exported at 1.7e9 + `d` s
+    /// with an uptime of 2,000 s, its flows starting and ending up to `back` ms before that.
+    fn varied_datagram(x: &mut u32, d: u32, n: usize, back: u32, sampled: bool) -> Vec<u8> {
+        use nfpg_wire::v5::encode::{datagram, Header, Record};
+        let mut next = || xorshift(x);
+        let records: Vec<Record> = (0..n)
+            .map(|_| Record {
+                src_addr: next().to_be_bytes(),
+                dst_addr: next().to_be_bytes(),
+                next_hop: next().to_be_bytes(),
+                input: next() as u16,
+                output: next() as u16,
+                packets: next(),
+                octets: next(),
+                first: 2_000_000 - next() % back,
+                last: 2_000_000 - next() % back,
+                src_port: next() as u16,
+                dst_port: next() as u16,
+                tcp_flags: next() as u8,
+                protocol: next() as u8,
+                tos: next() as u8,
+                src_as: next() as u16,
+                dst_as: next() as u16,
+                src_mask: next() as u8,
+                dst_mask: next() as u8,
+            })
+            .collect();
+        let h = Header {
+            sys_uptime: 2_000_000,
+            unix_secs: 1_700_000_000 + d,
+            unix_nsecs: next() % 1_000_000_000,
+            flow_sequence: d * 30,
+            engine_type: next() as u8,
+            engine_id: next() as u8,
+            sampling_interval: if sampled { next() as u16 } else { 0 },
+        };
+        datagram(&h, &records)
+    }
+
     /// The fixed-width v5 rows are byte for byte what the general path writes: for decoded
     /// datagrams of varied values, in the basic and the flagged shape, with an IPv6 exporter
     /// and an IPv6 address in the mix (those rows take the general path).
     #[test]
     fn fixed_v5_rows_match_the_general_path() {
-        use nfpg_wire::v5::encode::{datagram, Header, Record};
         let mut b = Columns::with_capacity(30 * 8);
         let mut x: u32 = 0x9e37_79b9;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
         for d in 0..8u32 {
-            let records: Vec<Record> = (0..30)
-                .map(|_| Record {
-                    src_addr: next().to_be_bytes(),
-                    dst_addr: next().to_be_bytes(),
-                    next_hop: next().to_be_bytes(),
-                    input: next() as u16,
-                    output: next() as u16,
-                    packets: next(),
-                    octets: next(),
-                    first: next() % 1_000_000,
-                    last: next() % 1_000_000,
-                    src_port: next() as u16,
-                    dst_port: next() as u16,
-                    tcp_flags: next() as u8,
-                    protocol: next() as u8,
-                    tos: next() as u8,
-                    src_as: next() as u16,
-                    dst_as: next() as u16,
-                    src_mask: next() as u8,
-                    dst_mask: next() as u8,
-                })
-                .collect();
-            let h = Header {
-                sys_uptime: 2_000_000,
-                unix_secs: 1_700_000_000 + d,
-                unix_nsecs: next() % 1_000_000_000,
-                flow_sequence: d * 30,
-                engine_type: next() as u8,
-                engine_id: next() as u8,
-                sampling_interval: next() as u16,
-            };
+            let bytes = varied_datagram(&mut x, d, 30, 2_000_000, true);
             let exporter = if d == 5 {
                 u128::from("2001:db8::5".parse::<std::net::Ipv6Addr>().unwrap())
             } else {
@@ -869,7 +879,7 @@ mod tests {
                 exporter,
                 received_us: 1_700_000_000_000_000 + i64::from(d),
             };
-            nfpg_wire::v5::decode(&datagram(&h, &records), &meta, &mut b).unwrap();
+            nfpg_wire::v5::decode(&bytes, &meta, &mut b).unwrap();
         }
         b.dst_addr[7] = u128::from("2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap());
         for (shape, flag_every) in [(Shape::Basic, 0), (Shape::BasicFlagged, 3)] {
@@ -897,14 +907,7 @@ mod tests {
     /// and it records the same datagrams with the same totals.
     #[test]
     fn v5_tuples_match_decode_then_encode() {
-        use nfpg_wire::v5::encode::{datagram, Header, Record};
         let mut x: u32 = 0x1234_5678;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
         // A window of ±(100 s ahead, 1,000 s behind): some flows fall outside it.
         let window = (100_000_000i64, 1_000_000_000i64);
         let mut cols = Columns::with_capacity(30 * 6);
@@ -912,37 +915,7 @@ mod tests {
         let mut flagged_expected = 0u64;
         for d in 0..6u32 {
             let n = [30usize, 1, 17, 30, 2, 29][d as usize];
-            let records: Vec<Record> = (0..n)
-                .map(|_| Record {
-                    src_addr: next().to_be_bytes(),
-                    dst_addr: next().to_be_bytes(),
-                    next_hop: next().to_be_bytes(),
-                    input: next() as u16,
-                    output: next() as u16,
-                    packets: next(),
-                    octets: next(),
-                    first: 1_900_000 - next() % 1_500_000,
-                    last: 2_000_000 - next() % 1_500_000,
-                    src_port: next() as u16,
-                    dst_port: next() as u16,
-                    tcp_flags: next() as u8,
-                    protocol: next() as u8,
-                    tos: next() as u8,
-                    src_as: next() as u16,
-                    dst_as: next() as u16,
-                    src_mask: next() as u8,
-                    dst_mask: next() as u8,
-                })
-                .collect();
-            let h = Header {
-                sys_uptime: 2_000_000,
-                unix_secs: 1_700_000_000 + d,
-                unix_nsecs: next() % 1_000_000_000,
-                flow_sequence: d * 30,
-                engine_type: next() as u8,
-                engine_id: next() as u8,
-                sampling_interval: if d % 2 == 0 { 0 } else { next() as u16 },
-            };
+            let bytes = varied_datagram(&mut x, d, n, 1_500_000, d % 2 == 1);
             let exporter_v4 = 0x7f01_0001 + d;
             let meta = nfpg_wire::columns::DatagramMeta {
                 exporter: v4_to_u128(exporter_v4),
@@ -950,7 +923,6 @@ mod tests {
                 // starting > 100 s after it are flagged.
                 received_us: (1_700_000_000 + i64::from(d) + 50) * 1_000_000,
             };
-            let bytes = datagram(&h, &records);
             let before = cols.len();
             nfpg_wire::v5::decode(&bytes, &meta, &mut cols).unwrap();
             let rx_ms = meta.received_us / 1000;
