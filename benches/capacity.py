@@ -617,8 +617,7 @@ def cpu_nfcapd(work: Path, rate: int, duration: float, seed: int, tag: str) -> C
     r.achieved_dps = E.sent_rate(lg)
     r.got_flows = E.nfdump_flows(flowdir)
     E.log(f"  nfcapd @ {rate}: {r.us_per_dgram:.2f} us/dgram, {r.got_flows}/{r.sent_flows}")
-    import shutil
-    shutil.rmtree(flowdir, ignore_errors=True)
+    E.shutil.rmtree(flowdir, ignore_errors=True)
     return r
 
 

@@ -10,8 +10,8 @@
 //! can overflow.
 #![forbid(unsafe_code)]
 
-use crate::flow::batch::{as_v4, Columns, DatagramInfo, DatagramMeta, Tuples};
-use nfpg_wire::columns::{present as p, SamplingSource};
+use crate::flow::batch::{as_v4, Columns, DatagramMeta, Tuples};
+use nfpg_wire::columns::present as p;
 use nfpg_wire::v5;
 
 /// Signature, flags and header extension length.
@@ -381,9 +381,10 @@ fn v4_bits(addr: u128) -> Option<u32> {
 }
 
 /// One [`Shape::Basic`] row whose optional fields are exactly a v5 record's and whose four
-/// addresses are IPv4: every field then has a fixed width and place, so the row is written as
-/// one fixed-size array (about 4× faster than appending field by field, measured with
-/// `cargo bench --bench pipeline`). Bytes identical to the general path (tested).
+/// addresses are IPv4: every field then has a fixed width and place, so the row is a constant
+/// template with the values written in place (`copy_encode/rows` of `cargo bench --bench
+/// pipeline`: about 22 ns a row, against 40 when every field was appended on its own). Bytes identical to the
+/// general path (tested).
 struct V5Row {
     start: i64,
     end: i64,
@@ -492,9 +493,8 @@ impl V5Row {
     fn put(&self, template: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(template);
-        let Some(r) = out.get_mut(start..start + V5_ROW_LEN) else {
-            return;
-        };
+        // In bounds: the template just appended is at least V5_ROW_LEN long.
+        let r = &mut out[start..start + V5_ROW_LEN];
         let a = &V5_AT;
         r[a[0]..a[0] + 8].copy_from_slice(&self.start.to_be_bytes());
         r[a[1]..a[1] + 8].copy_from_slice(&self.end.to_be_bytes());
@@ -562,31 +562,10 @@ pub fn v5_tuples(
     let count = v5::validate(data)?;
     let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
     let be32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let sys_uptime = be32(data, 4);
-    let export_ms = i64::from(be32(data, 8)) * 1000 + i64::from(be32(data, 12) / 1_000_000);
-    let sampling = be16(data, 22);
-    let interval = sampling & 0x3fff;
-    let source = if interval == 0 {
-        SamplingSource::None
-    } else {
-        SamplingSource::V5Header
-    };
-    let info = DatagramInfo {
-        exporter: meta.exporter,
-        received_us: meta.received_us,
-        first_flow: t.rows as u32,
-        count,
-        version: 5,
-        source_id: 0,
-        engine_type: data[20],
-        engine_id: data[21],
-        sampling_mode: (sampling >> 14) as u8,
-        sampling_interval: interval,
-        sys_uptime_ms: sys_uptime,
-        export_ms,
-        sequence: be32(data, 16),
-        held: false,
-    };
+    let info = v5::header(data, count, meta, t.rows as u32);
+    let (sys_uptime, export_ms, interval) =
+        (info.sys_uptime_ms, info.export_ms, info.sampling_interval);
+    let source = v5::sampling_source(interval);
     let received = pg_time_from_unix_us(meta.received_us);
     let rx_ms = meta.received_us / 1000;
     let (hi, lo) = (rx_ms + ahead / 1000, rx_ms - behind / 1000);

@@ -630,7 +630,7 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
         // The v5 tuples as the shards made them and the other flows encoded now: one COPY
         // each (their column lists differ), each with its own marker.
         let tuple_rows: usize = batches.iter().map(|b| b.tuples.rows).sum();
-        let column_rows = rows - tuple_rows.min(rows);
+        let column_rows: usize = batches.iter().map(|b| b.flows.len()).sum();
         let mut all_stored = true;
         let mut all_committed = true;
         for kind in [Part::Tuples, Part::Columns] {

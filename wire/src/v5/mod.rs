@@ -92,22 +92,15 @@ pub fn flow_time_ms(export_ms: i64, sys_uptime: u32, stamp: u32) -> i64 {
     export_ms - i64::from(sys_uptime.wrapping_sub(stamp))
 }
 
-/// Decodes one v5 datagram into `batch`, returning the number of flows appended.
-///
-/// The caller guarantees room (`batch.has_room_for(30)`); the decoder never grows a vector.
-/// On error nothing is appended.
-pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u16, DecodeError> {
-    let count = validate(data)?;
-    debug_assert!(batch.has_room_for(usize::from(count)));
-    let sys_uptime = be32(data, 4);
-    let unix_secs = be32(data, 8);
-    let unix_nsecs = be32(data, 12);
-    let export_ms = i64::from(unix_secs) * 1000 + i64::from(unix_nsecs / 1_000_000);
+/// The header of a datagram `validate` accepted with `count` records, as the record of the
+/// datagram its flows come from (`first_flow`: where they start in their batch).
+#[inline]
+pub fn header(data: &[u8], count: u16, meta: &DatagramMeta, first_flow: u32) -> DatagramInfo {
     let sampling = be16(data, 22);
-    batch.datagrams.push(DatagramInfo {
+    DatagramInfo {
         exporter: meta.exporter,
         received_us: meta.received_us,
-        first_flow: batch.len() as u32,
+        first_flow,
         count,
         version: 5,
         source_id: 0,
@@ -115,11 +108,33 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u
         engine_id: data[21],
         sampling_mode: (sampling >> 14) as u8,
         sampling_interval: sampling & 0x3fff,
-        sys_uptime_ms: sys_uptime,
-        export_ms,
+        sys_uptime_ms: be32(data, 4),
+        export_ms: i64::from(be32(data, 8)) * 1000 + i64::from(be32(data, 12) / 1_000_000),
         sequence: be32(data, 16),
         held: false,
-    });
+    }
+}
+
+/// Where a v5 flow's sampling interval comes from: the header, when it gives one.
+#[inline]
+pub fn sampling_source(interval: u16) -> SamplingSource {
+    if interval == 0 {
+        SamplingSource::None
+    } else {
+        SamplingSource::V5Header
+    }
+}
+
+/// Decodes one v5 datagram into `batch`, returning the number of flows appended.
+///
+/// The caller guarantees room (`batch.has_room_for(30)`); the decoder never grows a vector.
+/// On error nothing is appended.
+pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u16, DecodeError> {
+    let count = validate(data)?;
+    debug_assert!(batch.has_room_for(usize::from(count)));
+    let info = header(data, count, meta, batch.len() as u32);
+    let (sys_uptime, export_ms) = (info.sys_uptime_ms, info.export_ms);
+    batch.datagrams.push(info);
     // Column by column: each pass is a tight loop over at most 30 records that are already
     // in L1, and `extend` from an exact-size iterator checks capacity once per column rather
     // than once per value (18 columns × 30 pushes per datagram otherwise).
@@ -163,12 +178,8 @@ pub fn decode(data: &[u8], meta: &DatagramMeta, batch: &mut Columns) -> Result<u
     batch.dst_mask.extend(recs().map(|r| r[45]));
     let n = usize::from(count);
     batch.present.extend(std::iter::repeat_n(present::V5, n));
-    let interval = u32::from(sampling & 0x3fff);
-    let source = if interval == 0 {
-        SamplingSource::None
-    } else {
-        SamplingSource::V5Header
-    };
+    let interval = u32::from(info.sampling_interval);
+    let source = sampling_source(info.sampling_interval);
     batch
         .sampling_interval
         .extend(std::iter::repeat_n(interval, n));
