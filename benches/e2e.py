@@ -214,6 +214,16 @@ def _path_in(node, parts: list[str]) -> bool:
     return _path_in(v, parts[1:])
 
 
+def default_writers() -> int:
+    """nfpg's default number of writers, from `nfpg run --help` (the COPY limit uses as many
+    streams)."""
+    out = run([str(NFPG), "run", "--help"], timeout=30).stdout
+    m = re.search(r"--writers <WRITERS>.*?\[default: (\d+)\]", out, re.S)
+    if not m:
+        raise BenchError("nfpg run --help: no default for --writers")
+    return int(m.group(1))
+
+
 def load_describe() -> dict:
     """`nfpg describe`: the flows table's columns and the summary's keys, from nfpg's own
     declarations. Fails when a key the harness reads is not one nfpg reports."""
@@ -1098,7 +1108,8 @@ def main() -> int:
         layout_rows, layout_repeats = 200_000, 1
         copy_repeats = 1
     else:
-        rates, dur = [8000, 10000, 12000, 13000, 14000, 15000, 16000, 17000, 18000, 20000], 20.0
+        rates, dur = [8000, 12000, 16000, 18000, 20000, 21000, 22000, 23000, 24000, 25000,
+                     26000, 27000, 28000, 30000, 32000], 20.0
         acct_rates = [2000, 3000, 4000, 5000, 6000]
         cpu_dur, cpu_rounds = 15.0, 2
         shard_rates = [50000, 100000, 150000]
@@ -1117,7 +1128,7 @@ def main() -> int:
     shards = os.cpu_count() or 1
     cfg = {"quick": args.quick, "pg_duration": dur, "cpu_duration": cpu_dur,
            "cpu_rounds": cpu_rounds, "layout_rows": layout_rows, "layout_repeats": layout_repeats,
-           "nfpg_shards": shards, "nfpg_writers": 2, "notes": []}
+           "nfpg_shards": shards, "nfpg_writers": default_writers(), "notes": []}
 
     for b in (NFPG, LOADGEN):
         if not b.exists():
@@ -1162,7 +1173,7 @@ def main() -> int:
                 if cap and cap.db:
                     if "limit" in only:
                         try:
-                            sec["copies"] = capacity.copy_limit(pg, cap.db, [1, cfg["nfpg_writers"]],
+                            sec["copies"] = capacity.copy_limit(pg, cap.db, sorted({1, 2, cfg["nfpg_writers"]}),
                                                                 copy_repeats)
                         except BenchError as e:
                             cfg["copy_err"] = f"COPY limit failed: {e}"
@@ -1205,7 +1216,7 @@ def main() -> int:
             if "nfpg" in only and sec.get("steps"):
                 top = max(s.rate for s in sec["steps"])
                 w_rate = int(max(top, (cap.rate if cap else 0) * 1.25))
-                sec["writers"] = capacity.writer_scaling(pg, work, w_rate, dur, [1, 2, 4])
+                sec["writers"] = capacity.writer_scaling(pg, work, w_rate, dur, [1, 2, 4, 8])
 
         if "v9" in only:
             v9_rates = [int(x) for x in args.v9_rates.split(",")] if args.v9_rates else rates

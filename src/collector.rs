@@ -253,6 +253,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             id,
             recorders: latency.recorders(),
             max_rows: args.copy_rows.max(1),
+            gather: Duration::from_secs_f64(args.copy_gather.max(0.0)),
         };
         writer_threads.push(
             thread::Builder::new()

@@ -272,8 +272,10 @@ pub struct RunArgs {
     /// How datagrams are spread over shards.
     #[arg(long, env = "NFPG_BALANCE", value_enum, default_value = "hash")]
     pub balance: Balance,
-    /// Writer threads, each with its own database connection.
-    #[arg(long, env = "NFPG_WRITERS", default_value_t = 2)]
+    /// Writer threads, each with its own database connection. More writers than cores pays:
+    /// while one waits on a commit or gathers its next COPY, another's backend works
+    /// (BENCHMARKS.md, "Scaling: shards and writers").
+    #[arg(long, env = "NFPG_WRITERS", default_value_t = 4)]
     pub writers: usize,
     /// Receive path: io_uring, recvmmsg, or the best the kernel supports.
     #[arg(long = "recv", env = "NFPG_RECV", value_enum, default_value = "auto")]
@@ -299,6 +301,11 @@ pub struct RunArgs {
     /// Most flows in one COPY statement.
     #[arg(long, env = "NFPG_COPY_ROWS", default_value_t = 100_000)]
     pub copy_rows: usize,
+    /// Seconds a writer waits, counted from when a batch was sealed, for more batches to
+    /// write in the same COPY (fewer, larger COPYs cost PostgreSQL less; 0 writes each batch
+    /// as soon as a writer is free). Adds at most this much to the latency.
+    #[arg(long, env = "NFPG_COPY_GATHER", default_value_t = 0.05)]
+    pub copy_gather: f64,
     /// Seconds between statistics lines in the log.
     #[arg(long, env = "NFPG_STATS_INTERVAL", default_value_t = 30.0)]
     pub stats_interval: f64,

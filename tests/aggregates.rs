@@ -212,6 +212,143 @@ fn rows_committed_behind_the_watermark_are_aggregated_once() {
     assert_eq!(db.count("SELECT count(*) FROM netflow.flows"), 50);
 }
 
+/// Rows behind the watermark are added by the COPY that stores them: from a second copy in
+/// the writer's temporary table (0016), or by xmin where the role may not make temporary
+/// tables. Either way: exactly the rows behind the watermark (the others wait for the fold),
+/// once per COPY on one connection (the table is emptied at every commit, and a COPY refused
+/// as already committed adds nothing), and the sums equal the flows'.
+#[test]
+fn copies_behind_the_watermark_add_exactly_their_rows_with_or_without_a_temp_table() {
+    use nfpg::flow::batch::{v4_to_u128, Columns};
+    use nfpg::store::copy;
+    use nfpg::store::db::{connect, migrate, Schema};
+    use nfpg::store::spool::Marker;
+    use nfpg::store::writer::{Committed, PgSink, Sink};
+    let db = TestDb::start();
+    let mut su = db.client();
+    su.batch_execute(
+        "CREATE ROLE nfpg_notemp LOGIN PASSWORD 'notemp-pw';
+         GRANT CREATE ON DATABASE netflow_db TO nfpg_notemp;
+         REVOKE TEMP ON DATABASE netflow_db FROM PUBLIC;",
+    )
+    .unwrap();
+    let socket_dir = db
+        .conninfo()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("host="))
+        .unwrap()
+        .to_string();
+    let notemp = format!("host={socket_dir} user=nfpg_notemp password=notemp-pw dbname=netflow_db");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let hour_ago_us = now_us - 3_600_000_000;
+    for (name, conninfo, temp) in [
+        ("withtemp", db.conninfo().to_string(), true),
+        ("notemp", notemp, false),
+    ] {
+        let schema = Schema::new(name).unwrap();
+        let mut c = connect(&conninfo).unwrap();
+        assert_eq!(
+            c.query_one(
+                "SELECT has_database_privilege(current_user, 'netflow_db', 'TEMP')",
+                &[]
+            )
+            .unwrap()
+            .get::<_, bool>(0),
+            temp
+        );
+        migrate(&mut c, &schema).unwrap();
+        c.batch_execute(&schema.render(
+            "SELECT {schema}.ensure_flow_partitions(current_date - 2, 5);
+             SELECT {schema}.ensure_aggregate_partitions(current_date - 2, 5);
+             SELECT {schema}.update_flow_aggregates(now(), interval '7 days');",
+        ))
+        .unwrap();
+        // Flows received at `rx_us`, `n` of them from record `from`.
+        let encode = |parts: &[(i64, u32, u32)]| {
+            let mut cols = Columns::with_capacity(128);
+            for &(rx_us, from, n) in parts {
+                let meta = nfpg_wire::columns::DatagramMeta {
+                    exporter: v4_to_u128(0x7f00_0044),
+                    received_us: rx_us,
+                };
+                let d = dgram(now_secs() - 3600, from, 0, from, n, 2_000);
+                nfpg_wire::v5::decode(&d, &meta, &mut cols).unwrap();
+            }
+            let mut data = Vec::new();
+            let shape = copy::encode_copy([&cols], &mut data);
+            (data, shape)
+        };
+        let total = schema
+            .render("SELECT coalesce(sum(flows), 0)::int8 FROM {schema}.flow_aggregates_hourly");
+        let count =
+            |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+        let mut sink = PgSink::new(&conninfo, &schema);
+        // 50 flows received an hour ago: all behind the watermark.
+        let (first, shape) = encode(&[(hour_ago_us, 0, 30), (hour_ago_us, 30, 20)]);
+        sink.set_received_range(Some((hour_ago_us, hour_ago_us)));
+        let m1 = Marker { writer: 7, seq: 0 };
+        assert_eq!(
+            sink.write_copy(&first, shape, 50, m1, 0),
+            Ok(Committed::Now)
+        );
+        assert_eq!(count(&mut c, &total), 50, "{name}");
+        // The writer's connection made its temporary table only where the role may.
+        let own_tables = "SELECT count(*) FROM pg_class WHERE relname = 'nfpg_own_rows' \
+                          AND relpersistence = 't' AND relowner = \
+                          (SELECT oid FROM pg_roles WHERE rolname = current_user)";
+        assert_eq!(count(&mut c, own_tables), i64::from(temp), "{name}");
+        // On the same connection: 20 behind the watermark, 30 ahead of it (received "in ten
+        // minutes"), which wait for the fold.
+        let ahead_us = now_us + 600_000_000;
+        let (second, shape) = encode(&[(hour_ago_us, 50, 20), (ahead_us, 70, 30)]);
+        sink.set_received_range(Some((hour_ago_us, ahead_us)));
+        let m2 = Marker { writer: 7, seq: 1 };
+        assert_eq!(
+            sink.write_copy(&second, shape, 50, m2, 0),
+            Ok(Committed::Now)
+        );
+        assert_eq!(count(&mut c, &total), 70, "{name}");
+        // The first COPY again (its reply lost, say): refused by its marker, adds nothing.
+        sink.set_received_range(Some((hour_ago_us, hour_ago_us)));
+        assert_eq!(
+            sink.write_copy(&first, shape, 50, m1, 0),
+            Ok(Committed::Already)
+        );
+        assert_eq!(count(&mut c, &total), 70, "{name}");
+        c.batch_execute(&schema.render(
+            "SELECT {schema}.update_flow_aggregates(now() + interval '1 hour', interval '7 days')",
+        ))
+        .unwrap();
+        assert_eq!(count(&mut c, &total), 100, "{name}");
+        assert_eq!(
+            count(
+                &mut c,
+                &schema.render("SELECT count(*) FROM {schema}.flows")
+            ),
+            100
+        );
+        // Per key, the aggregates' sums are the flows' sums.
+        assert_eq!(
+            count(
+                &mut c,
+                &schema.render(
+                    "SELECT count(*) FROM (
+                         SELECT src_addr, dst_addr, count(*)::int8, sum(bytes)::int8
+                         FROM {schema}.flows GROUP BY 1, 2
+                         EXCEPT
+                         SELECT src_addr, dst_addr, sum(flows)::int8, sum(bytes)::int8
+                         FROM {schema}.flow_aggregates_hourly GROUP BY 1, 2) d"
+                )
+            ),
+            0,
+            "{name}"
+        );
+    }
+}
+
 /// With --retention-days 30 and --aggregate-retention-days 60, the housekeeper drops exactly
 /// the day partitions past those ages and keeps the rest, and makes the days ahead.
 #[test]

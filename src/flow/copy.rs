@@ -163,8 +163,13 @@ impl Shape {
 
 /// `COPY schema.flows (…) FROM STDIN (FORMAT binary)` for a quoted schema name.
 pub fn copy_statement(quoted_schema: &str, shape: Shape) -> String {
+    copy_statement_into(&format!("{quoted_schema}.flows"), shape)
+}
+
+/// The COPY statement of `shape` into `table` (a relation with flows' columns).
+pub fn copy_statement_into(table: &str, shape: Shape) -> String {
     format!(
-        "COPY {quoted_schema}.flows ({}) FROM STDIN (FORMAT binary)",
+        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
         shape.columns().join(", ")
     )
 }

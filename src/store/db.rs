@@ -76,6 +76,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0015_instances",
         include_str!("../../migrations/0015_instances.sql"),
     ),
+    (
+        "0016_own_rows_aggregation",
+        include_str!("../../migrations/0016_own_rows_aggregation.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII). A
