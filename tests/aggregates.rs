@@ -349,6 +349,40 @@ fn copies_behind_the_watermark_add_exactly_their_rows_with_or_without_a_temp_tab
     }
 }
 
+/// Every update of the aggregates first summarizes the received_at BRIN ranges filled since
+/// the last one, so its fold reads only the ranges of the rows it adds.
+#[test]
+fn each_update_summarizes_the_new_received_at_ranges() {
+    use nfpg::store::aggregates::{summarize_arrivals, update};
+    use nfpg::store::db::{migrate, Schema};
+    let db = TestDb::start();
+    let schema = Schema::new("netflow").unwrap();
+    let mut c = db.client();
+    migrate(&mut c, &schema).unwrap();
+    c.batch_execute("SELECT netflow.ensure_flow_partitions(current_date - 1, 3)")
+        .unwrap();
+    let insert = "INSERT INTO netflow.flows (flow_start, flow_end, src_addr, dst_addr, protocol,
+                      packets, bytes, exporter, netflow_version, received_at)
+                  SELECT now(), now(), '10.0.0.1', '10.0.0.2', 6, 1, 100, '127.0.0.1', 5,
+                         now() - interval '10 minutes'
+                  FROM generate_series(1, 50000)";
+    // 50,000 rows fill several 128-page ranges: summarized once, then none are new.
+    c.batch_execute(insert).unwrap();
+    assert!(summarize_arrivals(&mut c, &schema).unwrap() >= 2);
+    assert_eq!(summarize_arrivals(&mut c, &schema).unwrap(), 0);
+    // New ranges again; an update of the aggregates summarizes them.
+    c.batch_execute(insert).unwrap();
+    update(
+        &mut c,
+        &schema,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(summarize_arrivals(&mut c, &schema).unwrap(), 0);
+}
+
 /// With --retention-days 30 and --aggregate-retention-days 60, the housekeeper drops exactly
 /// the day partitions past those ages and keeps the rest, and makes the days ahead.
 #[test]

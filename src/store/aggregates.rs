@@ -5,7 +5,9 @@
 //! waits for the COPYs in flight (they hold the aggregates' lock shared) and records the range
 //! as pending; the second adds the pending ranges. COPYs that store rows from before the
 //! watermark add those themselves (`PgSink`), so every stored flow is counted once, whenever
-//! it arrives. Retention drops whole day partitions of flows and of aggregates.
+//! it arrives. Before folding, each update summarizes the received_at BRIN ranges filled
+//! since the last ([`summarize_arrivals`]), so the fold reads only its own minute's pages.
+//! Retention drops whole day partitions of flows and of aggregates.
 
 use std::time::Duration;
 
@@ -35,6 +37,16 @@ pub fn update(
              now() - make_interval(secs => $1), make_interval(secs => $2), $3::text)",
     );
     let fold = schema.render("SELECT {schema}.fold_flow_aggregates()");
+    if let Err(e) = summarize_arrivals(c, schema) {
+        // Not the owner of the indexes, or autovacuum held the partition: the fold is only
+        // slower. Said once per process at warn level.
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!("summarizing the received_at BRIN ranges: {e:#}");
+        } else {
+            tracing::warn!("summarizing the received_at BRIN ranges (the aggregates' fold reads more without it): {e:#}");
+        }
+    }
     // Grouping a minute of flows hashes millions of keys: in memory, not in sort files (on the
     // housekeeper's own connection; measured 54 s → 46 s for 10.8 M flows at 256 MB).
     c.batch_execute("SET work_mem = '128MB'")?;
@@ -54,6 +66,29 @@ pub fn update(
         }
     }
     Ok(rows)
+}
+
+/// Summarizes the received_at BRIN ranges of every flows partition filled since the last
+/// call; returns how many. An unsummarized range matches every query, so without this each
+/// fold rechecked every row stored since autovacuum last summarized the partition (measured
+/// on an 18 M-row partition: a 5-second slice took 1.7 s, 0.5 s once summarized; the
+/// summarizing reads each new range once). Waits at most 1 s for the partition's lock, which
+/// a running autovacuum holds (and summarizes as it goes).
+pub fn summarize_arrivals(c: &mut postgres::Client, schema: &Schema) -> Result<i64> {
+    let mut tx = c.transaction()?;
+    tx.batch_execute("SET LOCAL lock_timeout = '1s'")?;
+    let n = tx
+        .query_one(
+            &schema.render(
+                "SELECT coalesce(sum(brin_summarize_new_values(i.inhrelid::regclass)), 0)::int8
+                 FROM pg_inherits i
+                 WHERE i.inhparent = '{schema}.flows_received_at_brin'::regclass",
+            ),
+            &[],
+        )?
+        .get(0);
+    tx.commit()?;
+    Ok(n)
 }
 
 /// Creates the aggregates' day partitions from a week back (late flows land in their own
