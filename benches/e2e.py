@@ -1231,7 +1231,17 @@ def main() -> int:
             elif args.quick:
                 rrate, cfg["replay_rate_from"] = 2000, "the --quick default"
             elif cap:
-                rrate, cfg["replay_rate_from"] = cap.rate, "nfpg's capacity rate above"
+                # At most the rate whose outage fits nfpg's default spool (--spool-max) with a
+                # fifth to spare, rounded down to 1,000 datagrams/s.
+                fits = int(SPOOL_MAX_DEFAULT * 0.8 / (SPOOL_BYTES_PER_FLOW * RECORDS
+                                                      * (args.outage or 60.0)) // 1000 * 1000)
+                if cap.rate <= fits:
+                    rrate, cfg["replay_rate_from"] = cap.rate, "nfpg's capacity rate above"
+                else:
+                    rrate, cfg["replay_rate_from"] = fits, (
+                        "the highest rate, in thousands of datagrams/s, whose outage fills at "
+                        "most 80 % of nfpg's default 10 GiB spool (nfpg's capacity rate above "
+                        "would fill it)")
             else:
                 rrate, cfg["replay_rate_from"] = 10000, "the default (no capacity measured)"
             outage = args.outage or (10.0 if args.quick else 60.0)
