@@ -1080,7 +1080,7 @@ def main() -> int:
                     help="comma list of sections: nfpg, limit, nfacctd, cpu, scaling, layout, v9, "
                          "replay")
     ap.add_argument("--rates", help="datagrams/s steps into PostgreSQL, comma separated")
-    ap.add_argument("--acct-rates", help="datagrams/s steps of nfacctd [2000,3000,4000,5000,6000]")
+    ap.add_argument("--acct-rates", help="datagrams/s steps of nfacctd [1000,2000,3000,4000,5000,6000]")
     ap.add_argument("--v9-rates", help="datagrams/s steps of the NetFlow v9 ramp [the nfpg ramp's]")
     ap.add_argument("--cpu-rate", type=int, default=50000,
                     help="datagrams/s of the CPU comparison [50000]")
@@ -1110,8 +1110,8 @@ def main() -> int:
     else:
         rates, dur = [8000, 12000, 16000, 18000, 20000, 21000, 22000, 23000, 24000, 25000,
                      26000, 27000, 28000, 30000, 32000], 20.0
-        acct_rates = [2000, 3000, 4000, 5000, 6000]
-        cpu_dur, cpu_rounds = 15.0, 2
+        acct_rates = [1000, 2000, 3000, 4000, 5000, 6000]
+        cpu_dur, cpu_rounds = 15.0, 3
         shard_rates = [50000, 100000, 150000]
         layout_rows, layout_repeats = 1_000_000, 3
         copy_repeats = 3
