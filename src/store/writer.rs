@@ -560,7 +560,8 @@ pub struct WriterConfig {
     pub recorders: Recorders,
     /// Most flows in one COPY.
     pub max_rows: usize,
-    /// How long after a batch is sealed its COPY may wait for more batches (see [`gather`]).
+    /// How long after a batch is sealed its COPY may wait for more batches (see the
+    /// private `gather` of this module).
     pub gather: Duration,
 }
 
