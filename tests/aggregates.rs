@@ -180,11 +180,7 @@ fn rows_committed_behind_the_watermark_are_aggregated_once() {
     )
     .unwrap();
     // 50 flows that arrived an hour ago, committed only now.
-    let rx_us = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64)
-        - 3_600_000_000;
+    let rx_us = now_us() - 3_600_000_000;
     let mut cols = Columns::with_capacity(64);
     let d = dgram(now_secs() - 3600, 0, 0, 0, 30, 2_000);
     let meta = nfpg_wire::columns::DatagramMeta {
@@ -232,17 +228,9 @@ fn copies_behind_the_watermark_add_exactly_their_rows_with_or_without_a_temp_tab
          REVOKE TEMP ON DATABASE netflow_db FROM PUBLIC;",
     )
     .unwrap();
-    let socket_dir = db
-        .conninfo()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("host="))
-        .unwrap()
-        .to_string();
+    let socket_dir = db.conninfo_value("host");
     let notemp = format!("host={socket_dir} user=nfpg_notemp password=notemp-pw dbname=netflow_db");
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
+    let now_us = now_us();
     let hour_ago_us = now_us - 3_600_000_000;
     for (name, conninfo, temp) in [
         ("withtemp", db.conninfo().to_string(), true),

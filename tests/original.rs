@@ -675,12 +675,7 @@ fn the_role_without_and_with_the_right_to_make_it() {
          GRANT CREATE ON DATABASE netflow_db TO nfpg_plain;",
     )
     .unwrap();
-    let socket_dir = db
-        .conninfo()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("host="))
-        .unwrap()
-        .to_string();
+    let socket_dir = db.conninfo_value("host");
     let mut plain = connect(&conninfo(&socket_dir, "nfpg_plain", Some("plain-pw"))).unwrap();
     let role_exists = |su: &mut Client| {
         su.query_opt("SELECT 1 FROM pg_roles WHERE rolname = 'netflow_user'", &[])
@@ -770,12 +765,7 @@ fn the_role_without_and_with_the_right_to_make_it() {
 fn set_password_takes_any_password_exactly() {
     let db = TestDb::start();
     let mut su = db.client();
-    let socket_dir = db
-        .conninfo()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("host="))
-        .unwrap()
-        .to_string();
+    let socket_dir = db.conninfo_value("host");
     let first = "o'hara \\ $pw$ %L '; DROP ROLE nfpg; --";
     nfpg::store::original::set_password(&mut su, first).unwrap();
     let mut user = connect(&conninfo(&socket_dir, "netflow_user", Some(first)))

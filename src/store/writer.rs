@@ -870,11 +870,14 @@ fn gather(
             let Some(b) = sh.handoff.pop_full() else {
                 break;
             };
-            if let Some(sealed) = b.sealed_at {
-                cfg.recorders
-                    .record_duration(Stage::QueueWait, sealed.elapsed());
-            }
-            let sealed = b.sealed_at.unwrap_or_else(Instant::now);
+            let sealed = match b.sealed_at {
+                Some(sealed) => {
+                    cfg.recorders
+                        .record_duration(Stage::QueueWait, sealed.elapsed());
+                    sealed
+                }
+                None => Instant::now(),
+            };
             deadline.get_or_insert(sealed + cfg.gather);
             rows += b.len();
             batches.push(b);

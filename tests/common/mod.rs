@@ -63,6 +63,16 @@ impl TestDb {
         &self.db.conninfo
     }
 
+    /// A value of the connection string (`host`: the socket directory, `user`, …).
+    pub fn conninfo_value(&self, key: &str) -> String {
+        let prefix = format!("{key}=");
+        self.conninfo()
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {key} in the test database's conninfo"))
+            .to_string()
+    }
+
     pub fn client(&self) -> postgres::Client {
         nfpg::store::db::connect(&self.db.conninfo).expect("connect")
     }
@@ -313,6 +323,14 @@ pub fn v5_datagram(
         })
         .collect();
     datagram(&header, &records)
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
 }
 
 pub fn now_secs() -> u32 {
