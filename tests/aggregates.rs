@@ -337,6 +337,57 @@ fn copies_behind_the_watermark_add_exactly_their_rows_with_or_without_a_temp_tab
     }
 }
 
+/// The watermark moves (the range waits, pending), then a COPY of rows in that range begins
+/// and adds them itself, then the range is folded: the fold sees the COPY's rows and leaves
+/// them out, so they are counted once.
+#[test]
+fn a_copy_between_moving_the_watermark_and_folding_is_counted_once() {
+    use nfpg::flow::batch::{v4_to_u128, Columns};
+    use nfpg::store::copy;
+    use nfpg::store::db::{migrate, Schema};
+    use nfpg::store::spool::Marker;
+    use nfpg::store::writer::{PgSink, Sink};
+    let db = TestDb::start();
+    let schema = Schema::new("netflow").unwrap();
+    let mut c = db.client();
+    migrate(&mut c, &schema).unwrap();
+    c.batch_execute(
+        "SELECT netflow.ensure_flow_partitions(current_date - 2, 5);
+         SELECT netflow.ensure_aggregate_partitions(current_date - 2, 5);",
+    )
+    .unwrap();
+    let rx_us = now_us();
+    std::thread::sleep(Duration::from_millis(20));
+    // The watermark passes rx_us; the range it passed waits to be folded.
+    c.batch_execute("SELECT netflow.advance_flow_aggregates_watermark(now(), interval '7 days')")
+        .unwrap();
+    let mut cols = Columns::with_capacity(64);
+    let meta = nfpg_wire::columns::DatagramMeta {
+        exporter: v4_to_u128(0x7f00_0055),
+        received_us: rx_us,
+    };
+    nfpg_wire::v5::decode(&dgram(now_secs(), 0, 0, 0, 30, 2_000), &meta, &mut cols).unwrap();
+    let mut data = Vec::new();
+    let shape = copy::encode_copy([&cols], &mut data);
+    let mut sink = PgSink::new(db.conninfo(), &schema);
+    sink.set_received_range(Some((rx_us, rx_us)));
+    sink.write_copy(&data, shape, 30, Marker { writer: 3, seq: 0 }, 0)
+        .unwrap();
+    let total = "SELECT coalesce(sum(flows), 0)::int8 FROM netflow.flow_aggregates_hourly";
+    assert_eq!(db.count(total), 30);
+    c.batch_execute("SELECT netflow.fold_flow_aggregates()")
+        .unwrap();
+    assert_eq!(db.count(total), 30);
+    assert_eq!(
+        db.count("SELECT count(*) FROM netflow.flow_aggregates_pending"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM netflow.flow_aggregates_own"),
+        0
+    );
+}
+
 /// Every update of the aggregates first summarizes the received_at BRIN ranges filled since
 /// the last one, so its fold reads only the ranges of the rows it adds.
 #[test]

@@ -242,9 +242,11 @@ impl PgSink {
                 )),
                 copy_sql: Shape::ALL.map(|shape| copy::copy_statement_into(OWN_ROWS_TABLE, shape)),
                 add_sql: schema.render(&format!(
-                    "SELECT {{schema}}.add_rows_to_flow_aggregates('{OWN_ROWS_TABLE}'::regclass, $1, $2, false)"
+                    "SELECT {{schema}}.add_own_rows_to_flow_aggregates('{OWN_ROWS_TABLE}'::regclass, $1, $2)"
                 )),
-                by_xmin_sql: schema.render("SELECT {schema}.add_to_flow_aggregates($1, $2, true)"),
+                by_xmin_sql: schema.render(
+                    "SELECT {schema}.add_own_rows_to_flow_aggregates('{schema}.flows'::regclass, $1, $2)",
+                ),
             },
             own_table: false,
             schema: schema.clone(),
