@@ -34,10 +34,9 @@ use crate::obs::stats::{Counters, Snapshot};
 use crate::store::db::{self, open_database, prepare_schema, Database, Schema};
 use crate::store::health::Health;
 use crate::store::replay::Replayer;
+use crate::store::spill::{self, SpoolOverflow};
 use crate::store::spool::{Identity, Spool};
-use crate::store::writer::{
-    self, NullSink, PgSink, Route, Sink, SpoolOverflow, WriterConfig, WriterShared,
-};
+use crate::store::writer::{self, NullSink, PgSink, Route, Sink, WriterConfig, WriterShared};
 use crate::store::{exporters as exporters_sql, housekeeper, templates as templates_sql};
 
 /// Flags the signal handlers set.
@@ -67,6 +66,8 @@ pub struct Running {
     hist_log: Option<HistLog>,
     shard_threads: Vec<JoinHandle<()>>,
     writer_threads: Vec<JoinHandle<()>>,
+    /// The spill thread (with a spool): the writers' surplus to disk.
+    spiller: Option<JoinHandle<()>>,
     house: Vec<JoinHandle<()>>,
     replayers: Vec<JoinHandle<()>>,
     netflow: Arc<NetflowShared>,
@@ -174,7 +175,10 @@ pub fn start(args: &RunArgs) -> Result<Running> {
 
     let handoff = Arc::new(Handoff::new(
         args.queue_depth,
-        args.queue_depth + shards * 2 + writers * writer::MAX_BATCHES_PER_COPY,
+        args.queue_depth
+            + shards * 2
+            + writers * writer::MAX_BATCHES_PER_COPY
+            + spill::MAX_BATCHES_PER_SEGMENT,
         args.batch_size,
     ));
     let latency = Latency::new();
@@ -261,6 +265,18 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 .spawn(move || writer::run(cfg, sinks, shared))?,
         );
     }
+    let spiller = if routes.iter().any(|r| r.spool.is_some()) {
+        let overflow =
+            SpoolOverflow::new(routes.clone(), counters.spool.clone(), exporters.clone());
+        let h = handoff.clone();
+        Some(
+            thread::Builder::new()
+                .name("nfpg-spill".into())
+                .spawn(move || spill::run(h, overflow))?,
+        )
+    } else {
+        None
+    };
     let mut replayers = Vec::new();
     let mut house = Vec::new();
     for (i, (d, route)) in databases.iter().zip(&routes).enumerate() {
@@ -386,6 +402,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
         hist_log,
         shard_threads,
         writer_threads,
+        spiller,
         house,
         replayers,
         netflow,
@@ -507,6 +524,12 @@ impl Running {
         let stop_started = Instant::now();
         self.shards_stop.store(true, Relaxed);
         for t in self.shard_threads.drain(..) {
+            let _ = t.join();
+        }
+        // Nothing more arrives: the writers take the rest of the queue (or spool it when the
+        // stop budget is spent).
+        self.handoff.close_spill();
+        if let Some(t) = self.spiller.take() {
             let _ = t.join();
         }
         self.shards_done.store(true, Relaxed);

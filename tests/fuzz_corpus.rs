@@ -611,7 +611,7 @@ mod seed_writer {
             encode_rows(cols, shape, &mut tuples);
             let before: std::collections::HashSet<_> = spool.list().unwrap().into_iter().collect();
             spool
-                .write(marker, shape, &tuples, cols.len() as u64)
+                .write(marker, shape, &[&tuples], cols.len() as u64)
                 .unwrap();
             let path = spool
                 .list()

@@ -194,6 +194,84 @@ fn a_full_spool_drops_exactly_what_does_not_fit_and_recovers() {
     assert_eq!(flows(&db), during + after - full);
 }
 
+/// Writers held up (the flows table locked by another session, so their COPY waits): the
+/// queue fills to its spill mark and the spill thread takes the surplus to the spool, so the
+/// shards never wait and the kernel drops nothing; once the lock is gone the writers and
+/// the replayer store every flow exactly once, and the counters add up exactly.
+#[test]
+fn writers_held_up_spill_the_surplus_to_the_spool_and_lose_nothing() {
+    let db = TestDb::start();
+    // One datagram of 10 flows per batch; the mark at 48 of 64 queued batches.
+    let nfpg = Nfpg::start(
+        &db,
+        &[
+            "--batch-size",
+            "10",
+            "--queue-depth",
+            "64",
+            "--writers",
+            "1",
+            "--copy-gather",
+            "0",
+            "--flush-interval",
+            "0.05",
+        ],
+    );
+    // Every flow its own source address, so a flow stored twice would show.
+    let sock = exporter_socket("127.0.0.26");
+    let now = now_secs();
+    let send_range = |from: u32, to: u32| {
+        for i in from..to {
+            let recs: Vec<Rec> = (0..10).map(|k| rec(i * 10 + k)).collect();
+            sock.send_to(&v5_datagram(now, 9_000, i * 10, 0, 0, &recs), nfpg.addr)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        u64::from(to - from) * 10
+    };
+    let before = send_range(0, 20);
+    wait_stored(&db, before);
+    let mut locker = db.client();
+    let mut tx = locker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE netflow.flows IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    // 300 batches at about 500 a second: far more than the queue holds.
+    let during = send_range(20, 320);
+    let spool = nfpg.spool.as_ref().unwrap().path().to_path_buf();
+    assert!(
+        wait_until(Duration::from_secs(10), || segments(&spool) > 0),
+        "the surplus went to the spool:\n{}",
+        nfpg.log()
+    );
+    tx.rollback().unwrap();
+    wait_stored(&db, before + during);
+    let s = nfpg.stop();
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    assert_eq!(n("kernel_drops"), 0, "{s}");
+    assert_eq!(
+        n("queue_full"),
+        0,
+        "the shard never had to spool itself: {s}"
+    );
+    // Every batch the spill thread took is spooled, and only those (no outage, no refusal).
+    assert_eq!(n("rows_spooled"), n("rows_spilled"), "{s}");
+    assert!(
+        n("rows_spilled") >= 10 * 100,
+        "at least the batches beyond 64 queued and 16 in the writer's COPY: {s}"
+    );
+    assert_eq!(n("rows_replayed"), n("rows_spooled"), "{s}");
+    assert_eq!(
+        n("rows_written") + n("rows_replayed"),
+        before + during,
+        "{s}"
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT src_addr) FROM netflow.flows") as u64,
+        before + during,
+        "each flow once"
+    );
+}
+
 /// Must show 7: a login that fails at start (a role that does not exist; the private test
 /// server trusts local users, so a wrong password alone would be accepted): a clear error
 /// within seconds, flows spooled; after the fix and a restart every flow is stored.

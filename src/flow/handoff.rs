@@ -8,11 +8,17 @@
 //! ```
 //!
 //! Every batch is allocated once, at start; the steady state allocates nothing. The pool
-//! holds `depth + shards + writers·per_copy` batches, so a shard finds an empty batch
-//! whenever the full queue has room. When writers fall behind and the full queue is full,
-//! the shard hands the batch to its [`Overflow`] (the store's spool writes it to disk) and
-//! reuses it, counted as `queue_full`; without one (the null sink) it waits, and
-//! back-pressure goes to the sockets' receive buffers, whose overflow the kernel counts.
+//! holds `depth + shards + writers·per_copy + spill` batches, so a shard finds an empty
+//! batch whenever the full queue has room.
+//!
+//! When writers fall behind, the queue is memory first and disk second: once it holds
+//! [`Handoff::spill_at`] batches (three quarters of its depth), every push rings a second
+//! bell, and the store's spill thread takes the oldest batches beyond that mark to the spool
+//! ([`Handoff::pop_spill`]), so the shards never wait on a disk. Only when the queue is full
+//! all the same (the disk slower than the surplus) does the shard hand the batch to its
+//! [`Overflow`] itself (the store's spool writes it to disk) and reuse it, counted as
+//! `queue_full`; without one (the null sink) it waits, and back-pressure goes to the
+//! sockets' receive buffers, whose overflow the kernel counts.
 //!
 //! Writers with nothing to do sleep on a doorbell that every queued batch rings, so an idle
 //! writer costs no wake-ups (it used to poll every 500 µs: 2,000 wake-ups a second per
@@ -44,6 +50,11 @@ pub struct Handoff {
     /// Rung (count raised, one sleeper woken) after every batch queued.
     bell: Mutex<u64>,
     rung: Condvar,
+    /// Queue length from which batches go to the spill thread.
+    spill_at: usize,
+    /// Rung after every batch queued at or beyond `spill_at`, and at close; whether closed.
+    spill_bell: Mutex<bool>,
+    spill_rung: Condvar,
 }
 
 impl Handoff {
@@ -60,6 +71,9 @@ impl Handoff {
             empty: Mutex::new(empty),
             bell: Mutex::new(0),
             rung: Condvar::new(),
+            spill_at: (depth * 3 / 4).max(1),
+            spill_bell: Mutex::new(false),
+            spill_rung: Condvar::new(),
         }
     }
 
@@ -83,7 +97,51 @@ impl Handoff {
     pub fn push_full(&self, batch: Batch) -> Result<(), Batch> {
         self.full.push(batch)?;
         self.ring();
+        if self.full.len() >= self.spill_at {
+            let _closed = self.spill_bell.lock().unwrap_or_else(|p| p.into_inner());
+            self.spill_rung.notify_one();
+        }
         Ok(())
+    }
+
+    /// Queue length from which the spill thread takes batches to the spool.
+    pub fn spill_at(&self) -> usize {
+        self.spill_at
+    }
+
+    /// Waits until the queue holds [`Self::spill_at`] batches or more (true) or the hand-off
+    /// is closed (false). No timeout: an idle spill thread costs no wake-ups.
+    pub fn wait_spill(&self) -> bool {
+        let mut closed = self.spill_bell.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Checked under the lock: a push that crosses the mark after this check
+            // notifies after we sleep, so no wake-up is lost.
+            if *closed {
+                return false;
+            }
+            if self.full.len() >= self.spill_at {
+                return true;
+            }
+            closed = self
+                .spill_rung
+                .wait(closed)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The oldest sealed batch, if the queue holds [`Self::spill_at`] batches or more.
+    pub fn pop_spill(&self) -> Option<Batch> {
+        if self.full.len() >= self.spill_at {
+            self.full.pop()
+        } else {
+            None
+        }
+    }
+
+    /// Ends [`Self::wait_spill`]: the shards have stopped, the writers take the rest.
+    pub fn close_spill(&self) {
+        *self.spill_bell.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.spill_rung.notify_all();
     }
 
     fn ring(&self) {
@@ -206,5 +264,49 @@ mod tests {
             }
             assert_eq!(h.depth(), model.len());
         }
+    }
+
+    /// The spill thread's side: nothing below the mark, the oldest batches from the mark on,
+    /// a wait that ends when a push crosses the mark, and one that ends at close.
+    #[test]
+    fn spill_takes_the_oldest_batches_from_three_quarters_of_the_depth() {
+        let h = std::sync::Arc::new(Handoff::new(8, 8 + 2, 4));
+        assert_eq!(h.spill_at(), 6);
+        let push = |v: i64| {
+            let mut b = h.take_empty().unwrap();
+            b.flows.flow_start_ms.push(v);
+            assert!(h.push_full(b).is_ok());
+        };
+        for v in 0..5 {
+            push(v);
+        }
+        assert!(h.pop_spill().is_none(), "5 queued, below the mark of 6");
+        let waiter = {
+            let h = h.clone();
+            std::thread::spawn(move || h.wait_spill())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "waits below the mark");
+        push(5);
+        assert!(waiter.join().unwrap(), "the sixth push wakes it");
+        push(6);
+        let first = h.pop_spill().expect("7 queued");
+        assert_eq!(first.flows.flow_start_ms, [0], "the oldest");
+        h.give_back(first);
+        assert_eq!(h.pop_spill().unwrap().flows.flow_start_ms, [1]);
+        assert!(h.pop_spill().is_none(), "down to 5: below the mark again");
+        assert_eq!(
+            h.pop_full().unwrap().flows.flow_start_ms,
+            [2],
+            "writers take the rest"
+        );
+        let waiter = {
+            let h = h.clone();
+            std::thread::spawn(move || h.wait_spill())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        h.close_spill();
+        assert!(!waiter.join().unwrap(), "closed");
+        assert!(!h.wait_spill(), "stays closed");
     }
 }

@@ -88,7 +88,8 @@ counters! {
         flows,
         /// Datagrams the kernel dropped on this shard's socket (receive buffer full).
         kernel_drops,
-        /// Times the shard waited because the writers' queue was full.
+        /// Times the shard found the writers' queue full (even with the spill thread taking
+        /// the surplus to the spool): it spooled the batch itself, or without a spool waited.
         queue_full,
         /// Batches sealed and queued for the writers.
         batches,
@@ -142,6 +143,9 @@ counters! {
         rows_spooled,
         /// Spool segments written.
         segments_spooled,
+        /// Rows the spill thread moved from the writers' queue to the spool because the
+        /// writers were behind (also counted in rows_spooled).
+        rows_spilled,
         /// Rows committed to PostgreSQL from the spool.
         rows_replayed,
         /// Spool segments replayed and removed.

@@ -4,7 +4,8 @@
 //! binary COPY encoding), [`db`] (connecting, the schema name, migrations, partitions, the
 //! database target), [`pgserver`] (the private server used when none is configured),
 //! [`exporters`] (the exporters table's SQL), [`housekeeper`] (the background upkeep
-//! thread), [`spool`] (the durable spool on disk), [`replay`] (the thread that probes the
+//! thread), [`spool`] (the durable spool on disk), [`spill`] (batches the writers cannot take in
+//! time, to the spool), [`replay`] (the thread that probes the
 //! database and replays the spool) and [`health`] (whether the database takes writes now), [`aggregates`] (the hourly
 //! aggregates and retention). Reads batches from [`crate::flow`], reports to [`crate::obs`].
 
@@ -22,6 +23,7 @@ pub mod housekeeper;
 pub mod original;
 pub mod pgserver;
 pub mod replay;
+pub mod spill;
 pub mod spool;
 pub mod templates;
 pub mod writer;

@@ -43,7 +43,7 @@ use super::db::{self, Schema};
 use super::health::Health;
 use super::spool::{Marker, Spool, SpoolError};
 use crate::flow::batch::{DatagramInfo, FlowBatch};
-use crate::flow::handoff::{Batch, Handoff, Overflow};
+use crate::flow::handoff::{Batch, Handoff};
 use crate::obs::exporters::ExporterTable;
 use crate::obs::latency::{Recorders, Stage};
 use crate::obs::stats::{SpoolCounters, WriterCounters};
@@ -593,7 +593,7 @@ pub struct Route {
 }
 
 /// The endpoint indexes in turn, starting at `first` (modulo their number).
-fn in_turn(routes: &[Route], first: usize) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn in_turn(routes: &[Route], first: usize) -> impl Iterator<Item = usize> + '_ {
     let n = routes.len().max(1);
     (0..routes.len()).map(move |k| (first + k) % n)
 }
@@ -622,17 +622,19 @@ pub fn spool_copy(
     parts: &[&[u8]],
     rows: usize,
 ) -> bool {
-    // The parts are the header, tuples and trailer; the spool keeps the tuples. One part in
-    // the middle is written as it is; several are joined (a failed COPY: not the hot path).
-    let joined;
-    let tuples: &[u8] = match parts {
-        [head, one, tail] if *head == copy::HEADER && *tail == copy::TRAILER => one,
+    // The parts are the header, the tuples of each batch and the trailer, or one whole COPY
+    // stream; the spool keeps the tuples.
+    let written = match parts {
+        [head, tuples @ .., tail] if *head == copy::HEADER && *tail == copy::TRAILER => {
+            spool.write(marker, shape, tuples, rows as u64)
+        }
         _ => {
-            joined = parts.concat();
-            &joined[copy::HEADER.len()..joined.len() - copy::TRAILER.len()]
+            let joined = parts.concat();
+            let tuples = &joined[copy::HEADER.len()..joined.len() - copy::TRAILER.len()];
+            spool.write(marker, shape, &[tuples], rows as u64)
         }
     };
-    match spool.write(marker, shape, tuples, rows as u64) {
+    match written {
         Ok(_) => {
             counters.rows_spooled.fetch_add(rows as u64, Relaxed);
             counters.segments_spooled.fetch_add(1, Relaxed);
@@ -895,94 +897,6 @@ fn gather(
             return rows;
         }
         sh.handoff.wait_full(left);
-    }
-}
-
-/// A shard's [`Overflow`]: writes the batch to the spool with a marker of its own (the spool
-/// of an endpoint that is up, in turn, so it is replayed soon; any in turn when none is).
-pub struct SpoolOverflow {
-    pub routes: Vec<Route>,
-    pub counters: Arc<CachePadded<SpoolCounters>>,
-    pub exporters: Arc<Mutex<ExporterTable>>,
-    marker_writer: i64,
-    next_seq: i64,
-    buf: Vec<u8>,
-}
-
-impl SpoolOverflow {
-    pub fn new(
-        routes: Vec<Route>,
-        counters: Arc<CachePadded<SpoolCounters>>,
-        exporters: Arc<Mutex<ExporterTable>>,
-    ) -> Self {
-        Self {
-            routes,
-            counters,
-            exporters,
-            marker_writer: new_marker_writer(),
-            next_seq: 0,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl Overflow for SpoolOverflow {
-    fn absorb(&mut self, batch: &FlowBatch) {
-        if batch.is_empty() {
-            return;
-        }
-        let first = self.next_seq as usize % self.routes.len().max(1);
-        let with_spool = |i: &usize| self.routes[*i].spool.is_some();
-        let Some(at) = in_turn(&self.routes, first)
-            .filter(with_spool)
-            .find(|&i| self.routes[i].health.is_up())
-            .or_else(|| in_turn(&self.routes, first).find(with_spool))
-        else {
-            return;
-        };
-        let Some(spool) = self.routes[at].spool.clone() else {
-            return;
-        };
-        // The v5 tuples as they are and the columns encoded: a segment each.
-        let mut stored = true;
-        if batch.tuples.rows > 0 {
-            let marker = self.next_marker();
-            let parts = [copy::HEADER, &batch.tuples.bytes[..], copy::TRAILER];
-            stored &= spool_copy(
-                &spool,
-                &self.counters,
-                marker,
-                copy::V5_SHAPE,
-                &parts,
-                batch.tuples.rows,
-            );
-        }
-        if !batch.flows.is_empty() {
-            let shape = copy::encode_copy([&batch.flows], &mut self.buf);
-            let marker = self.next_marker();
-            stored &= spool_copy(
-                &spool,
-                &self.counters,
-                marker,
-                shape,
-                &[&self.buf],
-                batch.flows.len(),
-            );
-        }
-        if stored {
-            observe_exporters(&self.exporters, [batch]);
-        }
-    }
-}
-
-impl SpoolOverflow {
-    fn next_marker(&mut self) -> Marker {
-        let marker = Marker {
-            writer: self.marker_writer,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        marker
     }
 }
 
