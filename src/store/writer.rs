@@ -54,6 +54,9 @@ pub const MAX_BATCHES_PER_COPY: usize = 16;
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Longest one statement of a writer may run before the server cancels it (a stuck COPY then
 /// fails and its data is spooled instead of holding the writer).
+/// Bytes handed to the COPY stream at a time (see `copy_parts`).
+const COPY_CHUNK: usize = 64 << 10;
+
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The marker table's primary key: a unique violation on it, and only on it, means "this
 /// COPY is already committed".
@@ -536,7 +539,13 @@ fn copy_parts(
     // On error the writer is dropped without finish() (the COPY aborts) and the transaction
     // rolls back: nothing commits.
     for data in parts {
-        w.write_all(data).map_err(CopyFail::Io)?;
+        // `CopyInWriter` copies what it is given into a buffer of its own and sends that
+        // buffer away whole: given a batch at once, it took a fresh allocation of the
+        // batch's size each time (new pages, zeroed by the kernel: 4 % of the collector's
+        // CPU at 18,000 datagrams/s). In chunks, the buffer is one size, reused while hot.
+        for chunk in data.chunks(COPY_CHUNK) {
+            w.write_all(chunk).map_err(CopyFail::Io)?;
+        }
     }
     w.finish().map_err(CopyFail::Pg)?;
     Ok(())
