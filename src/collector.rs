@@ -287,6 +287,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
                 schema: schema.clone(),
                 health: route.health.clone(),
                 counters: counters.spool.clone(),
+                live: Some(handoff.clone()),
             };
             let stop = replay_stop.clone();
             replayers.push(

@@ -272,6 +272,83 @@ fn writers_held_up_spill_the_surplus_to_the_spool_and_lose_nothing() {
     );
 }
 
+/// The replayer gives live batches the database first: while the writers' queue is behind
+/// (half the spill mark or more queued), a spooled segment waits; once the writers have
+/// caught up it is stored, once.
+#[test]
+fn the_replayer_waits_while_the_writers_are_behind() {
+    use nfpg::flow::handoff::Handoff;
+    use nfpg::store::copy::{encode_rows, Shape};
+    use nfpg::store::replay::Replayer;
+    use nfpg::store::spool::{Identity, Marker, Spool};
+    use nfpg_wire::columns::{Columns, DatagramMeta};
+
+    let db = TestDb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(
+        Spool::open(
+            dir.path(),
+            1 << 30,
+            Identity::of(db.conninfo(), "netflow").unwrap(),
+            Arc::default(),
+        )
+        .unwrap(),
+    );
+    let meta = DatagramMeta {
+        exporter: nfpg_wire::columns::addr_to_u128("127.0.0.27".parse().unwrap()),
+        received_us: now_us(),
+    };
+    let recs: Vec<Rec> = (0..10).map(rec).collect();
+    let mut cols = Columns::with_capacity(10);
+    nfpg_wire::v5::decode(
+        &v5_datagram(now_secs(), 9_000, 0, 0, 0, &recs),
+        &meta,
+        &mut cols,
+    )
+    .unwrap();
+    let mut tuples = Vec::new();
+    encode_rows(&cols, Shape::Basic, &mut tuples);
+    spool
+        .write(Marker { writer: 77, seq: 1 }, Shape::Basic, &[&tuples], 10)
+        .unwrap();
+    // A queue of 8 (spill mark 6): 3 batches queued is "behind".
+    let live = Arc::new(Handoff::new(8, 8, 4));
+    for _ in 0..3 {
+        assert!(live.push_full(live.take_empty().unwrap()).is_ok());
+    }
+    assert!(live.writers_behind());
+    let counters: Arc<crossbeam_utils::CachePadded<nfpg::obs::stats::SpoolCounters>> =
+        Arc::default();
+    let replayer = Replayer {
+        spool: spool.clone(),
+        conninfo: db.conninfo().to_string(),
+        schema: nfpg::store::db::Schema::new("netflow").unwrap(),
+        health: Arc::new(nfpg::store::health::Health::new(Arc::default())),
+        counters: counters.clone(),
+        live: Some(live.clone()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || replayer.run(stop))
+    };
+    // Connected (the schema is there) and still waiting.
+    assert!(wait_until(Duration::from_secs(30), || db.count(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'netflow' AND tablename = 'flows'"
+    ) == 1));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(counters.rows_replayed.load(Ordering::Relaxed), 0);
+    assert_eq!(segments(dir.path()), 1);
+    // The writers catch up: 2 queued is below half the mark.
+    live.give_back(live.pop_full().unwrap());
+    assert!(!live.writers_behind());
+    assert!(wait_until(Duration::from_secs(30), || segments(dir.path()) == 0));
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    assert_eq!(counters.rows_replayed.load(Ordering::Relaxed), 10);
+    assert_eq!(flows(&db), 10);
+}
+
 /// Must show 7: a login that fails at start (a role that does not exist; the private test
 /// server trusts local users, so a wrong password alone would be accepted): a clear error
 /// within seconds, flows spooled; after the fix and a restart every flow is stored.

@@ -104,6 +104,12 @@ impl Handoff {
         Ok(())
     }
 
+    /// Whether the writers are behind: half the spill mark or more is queued (a writer that
+    /// keeps up leaves a few batches at most). The replayer waits meanwhile.
+    pub fn writers_behind(&self) -> bool {
+        self.full.len() >= self.spill_at.div_ceil(2)
+    }
+
     /// Queue length from which the spill thread takes batches to the spool.
     pub fn spill_at(&self) -> usize {
         self.spill_at
@@ -278,6 +284,7 @@ mod tests {
             assert!(h.push_full(b).is_ok());
         };
         for v in 0..5 {
+            assert_eq!(h.writers_behind(), v >= 3, "behind from half the mark: {v} queued");
             push(v);
         }
         assert!(h.pop_spill().is_none(), "5 queued, below the mark of 6");

@@ -30,6 +30,7 @@ use super::db::{prepare_schema, Schema};
 use super::health::Health;
 use super::spool::{read_header, Segment, Spool};
 use super::writer::{Committed, PgSink, Sink, WriteError};
+use crate::flow::handoff::Handoff;
 use crate::obs::stats::SpoolCounters;
 
 /// Most rows replayed in one COPY: consecutive segments are joined up to this.
@@ -44,6 +45,10 @@ pub struct Replayer {
     pub schema: Schema,
     pub health: Arc<Health>,
     pub counters: Arc<CachePadded<SpoolCounters>>,
+    /// The live hand-off: while its writers are behind ([`Handoff::writers_behind`]), the
+    /// replayer waits, so live batches get the database first and a replay never adds to
+    /// the load that made the writers fall behind (which spilled more, which replayed more).
+    pub live: Option<Arc<Handoff>>,
 }
 
 /// The marker part of rows `first..end` of a segment.
@@ -228,6 +233,10 @@ impl Replayer {
                         continue;
                     }
                 }
+            }
+            if self.live.as_ref().is_some_and(|h| h.writers_behind()) {
+                pause(Duration::from_millis(50));
+                continue;
             }
             if queue.is_empty() {
                 queue = self.list_own();
