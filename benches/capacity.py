@@ -858,7 +858,7 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     if writers:
         a(f"Writers (`nfpg run --writers W` into PostgreSQL, {fmt(writers[0].rate)} datagrams/s "
           "offered: the ramp's highest step or 1.25 × the capacity rate, whichever is higher; "
-          "where that is above what PostgreSQL takes, shards spool the excess and the drain "
+          "where that is above what PostgreSQL takes, nfpg spills the excess to its spool and the drain "
           "includes its replay). Rows in order: "
           + ", ".join(f"`{w.args}`" for w in writers) + ".")
         a("")

@@ -284,7 +284,11 @@ mod tests {
             assert!(h.push_full(b).is_ok());
         };
         for v in 0..5 {
-            assert_eq!(h.writers_behind(), v >= 3, "behind from half the mark: {v} queued");
+            assert_eq!(
+                h.writers_behind(),
+                v >= 3,
+                "behind from half the mark: {v} queued"
+            );
             push(v);
         }
         assert!(h.pop_spill().is_none(), "5 queued, below the mark of 6");
