@@ -52,11 +52,10 @@ use crate::obs::stats::{SpoolCounters, WriterCounters};
 pub const MAX_BATCHES_PER_COPY: usize = 16;
 /// Longest an idle writer sleeps before it looks at the stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// Longest one statement of a writer may run before the server cancels it (a stuck COPY then
-/// fails and its data is spooled instead of holding the writer).
 /// Bytes handed to the COPY stream at a time (see `copy_parts`).
 const COPY_CHUNK: usize = 64 << 10;
-
+/// Longest one statement of a writer may run before the server cancels it (a stuck COPY then
+/// fails and its data is spooled instead of holding the writer).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The marker table's primary key: a unique violation on it, and only on it, means "this
 /// COPY is already committed".
