@@ -48,6 +48,8 @@ fn init_logging(log: &LogArgs) -> Result<Option<tracing_appender::non_blocking::
 }
 
 fn main() {
+    // Before the allocator reserves anything large (see the function's doc).
+    nfpg::sys::no_transparent_huge_pages();
     // `.env` fills in variables not already set: flags > environment > .env > defaults.
     match dotenvy::dotenv() {
         Ok(_) => {}

@@ -280,3 +280,27 @@ fn ten_thousand_exporters_each_counted_exactly() {
         );
     }
 }
+
+/// An idle collector with the default settings (4 writers, a queue of 256 batches, a spool)
+/// is a few tens of MB resident, not the size of its batch pool: the pool is reserved, and
+/// only what is used is touched (with transparent huge pages, every touched byte brought in
+/// 2 MiB and an idle nfpg was 480 MB; `nfpg::sys::no_transparent_huge_pages`).
+#[test]
+fn an_idle_collector_stays_small() {
+    let db = TestDb::start();
+    let nfpg = Nfpg::start(&db, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", nfpg.pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    assert!(
+        rss_kb < 150 * 1024,
+        "idle nfpg is {} MB resident",
+        rss_kb / 1024
+    );
+    nfpg.stop();
+}
