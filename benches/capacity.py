@@ -23,6 +23,7 @@ rate:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -512,53 +513,64 @@ class CopyRun:
         return statistics.median(self.rates) if self.secs else 0.0
 
 
-def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int,
-               max_rows: int = 5_000_000) -> list[CopyRun]:
-    """PostgreSQL's own binary COPY of the rows nfpg stored at its capacity step, into the same
-    table (a fresh database migrated by `nfpg migrate`), from psql clients over the same unix
-    socket: 1 stream, and as many as nfpg's writers. Wall time from the first client's start
-    to the last one's exit."""
-    cols = E.FLOW_COLUMNS
-    rows = min(max_rows, int(pg.query("SELECT count(*) FROM netflow.flows", db=src_db)))
-    src = f"(SELECT *, row_number() OVER () AS nfpg_rn FROM netflow.flows LIMIT {rows}) AS f"
+def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int) -> list[CopyRun]:
+    """PostgreSQL's own binary COPY of every row nfpg stored at its capacity step, into the
+    same table (a fresh database migrated by `nfpg migrate`) with the column list of nfpg's v5
+    COPY, from psql clients over the same unix socket: 1 stream, and as many as nfpg's writers.
+    Wall time from the first client's start to the last one's exit.
+
+    All the step's rows, not a sample: PostgreSQL's cost per row grows with what the load has
+    already written (the table outgrows shared buffers, COPY's ring writes its own pages), so a
+    shorter load measures a higher limit than the one nfpg's step ran into. The rows are
+    exported once, split by row number into one file per part (as many parts as the least
+    common multiple of the stream counts); stream k of n loads parts k, k+n, … one after the
+    other in one psql session."""
+    cols = E.V5_COPY_COLUMNS
+    rows = int(pg.query("SELECT count(*) FROM netflow.flows", db=src_db))
+    parts = math.lcm(*streams_list)
+    src = f"(SELECT *, row_number() OVER () AS nfpg_rn FROM netflow.flows) AS f"
+    files: list[Path] = []
+    for k in range(parts):
+        path = pg.files / f"copy-part-{k}.bin"
+        where = "" if parts == 1 else f"WHERE f.nfpg_rn % {parts} = {k}"
+        pg.query(f"COPY (SELECT {cols} FROM {src} {where}) TO '{path}' (FORMAT binary)",
+                 db=src_db)
+        os.chmod(path, 0o644)
+        files.append(path)
     results = []
-    files: dict[int, list[Path]] = {}
-    for n in streams_list:
-        files[n] = []
-        for k in range(n):
-            path = pg.files / f"copy-{n}-{k}.bin"
-            where = "" if n == 1 else f"WHERE f.nfpg_rn % {n} = {k}"
-            pg.query(f"COPY (SELECT {cols} FROM {src} {where}) TO '{path}' "
-                     f"(FORMAT binary)", db=src_db)
-            os.chmod(path, 0o644)
-            files[n].append(path)
     db = "copylimit"
     pg.query(f"CREATE DATABASE {db}")
     E.run([str(E.NFPG), "migrate", "--database-url", pg.url(db)], timeout=120)
-    for n in streams_list:
-        cr = CopyRun(n, rows)
-        for r in range(repeats):
-            pg.query("TRUNCATE netflow.flows", db=db)
-            pg.query("CHECKPOINT", db=db)
-            p0 = tree_ticks(pg.postmaster)
-            t0 = time.monotonic()
-            procs = [subprocess.Popen(pg.psql_cmd(db) + [
-                "-c", f"\\copy netflow.flows ({cols}) FROM '{f}' (FORMAT binary)"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for f in files[n]]
-            errs = [p.communicate(timeout=900)[1] for p in procs]
-            secs = time.monotonic() - t0
-            cr.pg_cpu.append((tree_ticks(pg.postmaster) - p0) / HZ)
-            if any(p.returncode for p in procs):
-                raise E.BenchError(f"COPY with {n} streams failed: {errs}")
-            got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
-            if got != rows:
-                raise E.BenchError(f"COPY with {n} streams: {got} rows, expected {rows}")
-            cr.secs.append(secs)
-            E.log(f"  COPY {n} stream(s): {rows} rows in {secs:.2f}s = {rows / secs:,.0f} rows/s")
-        results.append(cr)
-    pg.query(f"DROP DATABASE {db}")
-    for fs in files.values():
-        for f in fs:
+    try:
+        for n in streams_list:
+            cr = CopyRun(n, rows)
+            for r in range(repeats):
+                pg.query("TRUNCATE netflow.flows", db=db)
+                pg.query("CHECKPOINT", db=db)
+                p0 = tree_ticks(pg.postmaster)
+                t0 = time.monotonic()
+                procs = []
+                for k in range(n):
+                    cmd = pg.psql_cmd(db)
+                    for f in files[k::n]:
+                        cmd += ["-c", f"\\copy netflow.flows ({cols}) FROM '{f}' (FORMAT binary)"]
+                    procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.PIPE))
+                errs = [p.communicate(timeout=1800)[1] for p in procs]
+                secs = time.monotonic() - t0
+                cr.pg_cpu.append((tree_ticks(pg.postmaster) - p0) / HZ)
+                if any(p.returncode for p in procs):
+                    raise E.BenchError(f"COPY with {n} streams failed: {errs}")
+                got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
+                if got != rows:
+                    raise E.BenchError(f"COPY with {n} streams: {got} rows, expected {rows}")
+                cr.secs.append(secs)
+                E.log(f"  COPY {n} stream(s): {rows} rows in {secs:.2f}s = "
+                      f"{rows / secs:,.0f} rows/s")
+            results.append(cr)
+    finally:
+        pg.query(f"DROP DATABASE {db}")
+        for f in files:
             f.unlink(missing_ok=True)
     return results
 
@@ -749,7 +761,8 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     for c in copies:
         a(f"| PostgreSQL binary COPY, {c.streams} stream{'s' if c.streams > 1 else ''} | "
           f"{fmt(c.median)} | median of {len(c.secs)} ({', '.join(fmt(r) for r in c.rates)}); "
-          f"{fmt(c.rows)} rows nfpg stored, psql `\\copy` into the same table |")
+          f"{fmt(c.rows)} rows nfpg stored (all of its capacity step), psql `\\copy` into the "
+          "same table |")
     if acap:
         a(f"| nfacctd (pmacct) capacity | {fmt(acap.sent_fps)} | highest step kept up: "
           f"{fmt(acap.rate)} datagrams/s offered, drain {acap.drain:.1f} s |")
@@ -779,13 +792,18 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     step_table(a, steps)
     a("### PostgreSQL's own binary COPY (the database path's limit)")
     a("")
-    a("The rows nfpg stored at its capacity step (at most 5,000,000 of them), exported with "
-      "`COPY … TO … (FORMAT binary)` "
-      "(split by row into one file per stream), then loaded by `psql -c '\\copy "
-      "netflow.flows (…) FROM file (FORMAT binary)'` clients in parallel into a fresh database "
-      "made by `nfpg migrate`: the same partitioned table, BRIN indexes and column list as "
-      "nfpg's v5 COPY, over the same unix socket. TRUNCATE and CHECKPOINT before each repeat; "
-      "rows/s = rows / wall time from the first client's start to the last one's exit.")
+    a("Every row nfpg stored at its capacity step, exported with `COPY (SELECT <nfpg's v5 COPY "
+      "columns> …) TO … (FORMAT binary)` into parts split by row number, then loaded by "
+      "`psql -c '\\copy netflow.flows (…) FROM part (FORMAT binary)'` clients in parallel (a "
+      "stream loads its share of the parts one after the other in one session) into a fresh "
+      "database made by `nfpg migrate`: the same rows, partitioned table, BRIN indexes and "
+      "column list (the 27 columns of nfpg's v5 COPY) as nfpg's step, over the same unix socket. "
+      "TRUNCATE and CHECKPOINT before each repeat; rows/s = rows / wall time from the first "
+      "client's start to the last one's exit. All of the step's rows, not a sample: "
+      "PostgreSQL's cost per row rises as a load goes on (the table outgrows shared buffers; "
+      "COPY's buffer ring writes its own pages), so a shorter load would measure a limit higher "
+      "than the one nfpg's step ran into (runs before this one loaded at most 5,000,000 rows, "
+      "and all 36 of the v5 and v9 columns).")
     a("")
     a("| streams | rows | seconds per repeat | rows/s per repeat | median rows/s | PostgreSQL CPU µs/row |")
     a("|---|---|---|---|---|---|")

@@ -61,6 +61,8 @@ RECORDS = 30
 
 # The columns of netflow.flows nfpg writes, in its COPY order: from `nfpg describe` at start.
 FLOW_COLUMNS = ""
+# The columns of nfpg's v5 COPY, in its order (`nfpg describe`: v5_copy_columns).
+V5_COPY_COLUMNS = ""
 
 # Latency stages and percentiles of nfpg's summary the report shows.
 LATENCY_STAGES = ("end_to_end_us", "receive_to_seal_us", "queue_wait_us", "copy_us")
@@ -227,10 +229,11 @@ def default_writers() -> int:
 def load_describe() -> dict:
     """`nfpg describe`: the flows table's columns and the summary's keys, from nfpg's own
     declarations. Fails when a key the harness reads is not one nfpg reports."""
-    global FLOW_COLUMNS
+    global FLOW_COLUMNS, V5_COPY_COLUMNS
     r = run([str(NFPG), "describe"], timeout=60)
     d = json.loads(r.stdout)
     FLOW_COLUMNS = ", ".join(d["flow_columns"])
+    V5_COPY_COLUMNS = ", ".join(d["v5_copy_columns"])
     counters = {name for kind in d["counters"].values() for name, _ in kind}
     missing = []
     for path in sorted(SUMMARY_READS):
@@ -1181,6 +1184,9 @@ def main() -> int:
                     if "layout" in only:
                         try:
                             import layout
+                            if ", ".join(layout.V5_COPY_COLUMNS) != V5_COPY_COLUMNS:
+                                raise BenchError("layout.V5_COPY_COLUMNS differs from nfpg "
+                                                 f"describe's v5_copy_columns: {V5_COPY_COLUMNS}")
                             sec["layouts"] = layout.bench_layouts(pg, cap.db, layout_rows,
                                                                   layout_repeats, log,
                                                                   other=OTHER.between)

@@ -31,6 +31,14 @@ fn describe_lists_columns_counters_and_summary_keys() {
         .map(|c| c.as_str().expect("column name"))
         .collect();
     assert_eq!(cols, nfpg::store::copy::FLOW_COLUMNS);
+    let v5: Vec<&str> = v["v5_copy_columns"]
+        .as_array()
+        .expect("v5_copy_columns")
+        .iter()
+        .map(|c| c.as_str().expect("column name"))
+        .collect();
+    assert_eq!(v5, nfpg::store::copy::V5_SHAPE.columns());
+    assert_eq!(v5.len(), 27, "a v5 record's 25 fields, sampling_source, time_suspect");
 
     for (kind, fields) in [
         ("shard", nfpg::obs::stats::ShardTotals::FIELDS),

@@ -1,5 +1,6 @@
 //! `nfpg describe`: what nfpg's outputs are made of, as one JSON object, for tools that read
-//! them (the benchmark harness): the flows table's columns in COPY order, every counter with its
+//! them (the benchmark harness): the flows table's columns in COPY order, the columns of the v5
+//! COPY (what a batch of NetFlow v5 flows is written as), every counter with its
 //! help text, the malformed reasons and the keys of the final JSON summary. Everything comes
 //! from the declarations the collector itself uses, so a renamed column or counter shows here.
 
@@ -10,7 +11,7 @@ use crate::flow::reason::Reason;
 use crate::obs::stats::{
     DecodeTotals, ShardSnapshot, ShardTotals, Snapshot, SpoolTotals, WriterTotals,
 };
-use crate::store::copy::FLOW_COLUMNS;
+use crate::store::copy::{FLOW_COLUMNS, V5_SHAPE};
 
 /// The description as a JSON value.
 pub fn describe() -> Result<Value> {
@@ -31,6 +32,7 @@ pub fn describe() -> Result<Value> {
         .unwrap_or_default();
     Ok(json!({
         "flow_columns": FLOW_COLUMNS,
+        "v5_copy_columns": V5_SHAPE.columns(),
         "counters": {
             "shard": fields(ShardTotals::FIELDS),
             "writer": fields(WriterTotals::FIELDS),
