@@ -38,7 +38,11 @@ fn describe_lists_columns_counters_and_summary_keys() {
         .map(|c| c.as_str().expect("column name"))
         .collect();
     assert_eq!(v5, nfpg::store::copy::V5_SHAPE.columns());
-    assert_eq!(v5.len(), 27, "a v5 record's 25 fields, sampling_source, time_suspect");
+    assert_eq!(
+        v5.len(),
+        27,
+        "a v5 record's 25 fields, sampling_source, time_suspect"
+    );
 
     for (kind, fields) in [
         ("shard", nfpg::obs::stats::ShardTotals::FIELDS),

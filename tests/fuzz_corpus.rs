@@ -591,7 +591,7 @@ mod seed_writer {
         let mut dec = nfpg::decode::Decoder::new(shared);
         dec.datagram(&m("ipfix-options-templates-data"), &meta, &mut full)
             .unwrap();
-        use nfpg::store::copy::{encode_rows, Shape};
+        use nfpg::store::copy::{encode_rows, Piece, Shape};
         use nfpg::store::spool::Marker;
         for (name, cols, shape, marker) in [
             (
@@ -611,7 +611,7 @@ mod seed_writer {
             encode_rows(cols, shape, &mut tuples);
             let before: std::collections::HashSet<_> = spool.list().unwrap().into_iter().collect();
             spool
-                .write(marker, shape, &[&tuples], cols.len() as u64)
+                .write(marker, shape, &[Piece::Bytes(&tuples)], cols.len() as u64)
                 .unwrap();
             let path = spool
                 .list()

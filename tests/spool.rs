@@ -309,7 +309,12 @@ fn the_replayer_waits_while_the_writers_are_behind() {
     let mut tuples = Vec::new();
     encode_rows(&cols, Shape::Basic, &mut tuples);
     spool
-        .write(Marker { writer: 77, seq: 1 }, Shape::Basic, &[&tuples], 10)
+        .write(
+            Marker { writer: 77, seq: 1 },
+            Shape::Basic,
+            &[nfpg::store::copy::Piece::Bytes(&tuples)],
+            10,
+        )
         .unwrap();
     // A queue of 8 (spill mark 6): 3 batches queued is "behind".
     let live = Arc::new(Handoff::new(8, 8, 4));

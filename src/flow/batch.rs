@@ -1,10 +1,10 @@
 //! Batches: the unit that moves from a shard to a writer.
 //!
 //! A [`FlowBatch`] holds flows two ways. NetFlow v5 from IPv4 exporters (the bulk of most
-//! networks' exports) arrives as [`Tuples`]: the shard turns each datagram straight into
-//! binary COPY tuples while its bytes are in cache ([`super::copy::v5_tuples`]), and the
-//! writer sends them as they are. Everything else (v9, IPFIX, v5 over IPv6) is decoded into
-//! [`Columns`], which the writer encodes. Around them: a few sampled malformed datagrams and
+//! networks' exports) arrives as [`V5Rows`]: the shard checks each datagram, flags its rows'
+//! times and keeps its records as they are ([`super::copy::v5_rows`]); the writer encodes
+//! them into binary COPY tuples as it sends them. Everything else (v9, IPFIX, v5 over IPv6)
+//! is decoded into [`Columns`], which the writer encodes. Around them: a few sampled malformed datagrams and
 //! the times the batch was opened and sealed. Shards fill batches, writers write them and hand
 //! them back empty; capacity is kept, so the steady state allocates nothing.
 
@@ -34,45 +34,76 @@ pub struct MalformedSample {
     pub head: [u8; SAMPLE_BYTES],
 }
 
-/// NetFlow v5 rows already in binary COPY form, with the datagrams they came from.
+/// NetFlow v5 rows as their 48-byte records, with the datagrams they came from. They become
+/// binary COPY tuples ([`super::copy::V5_SHAPE`], about 246 bytes a row) only as they are
+/// written ([`super::copy::Piece::V5`]), a chunk at a time into a buffer that stays in cache:
+/// a batch holds a fifth of the bytes, and the shard no longer writes every row's tuple into a
+/// batch whose memory is cold (at 50,000 datagrams/s that was a quarter of the collector's
+/// CPU).
 #[derive(Debug, Default)]
-pub struct Tuples {
-    /// The rows, one binary COPY tuple each, in [`super::copy::V5_SHAPE`].
-    pub bytes: Vec<u8>,
-    /// One per datagram; `first_flow` counts rows of these tuples.
+pub struct V5Rows {
+    /// The records as the datagrams carried them, 48 bytes each; a datagram's `first_flow`
+    /// counts records.
+    pub records: Vec<u8>,
+    /// One per datagram.
     pub datagrams: Vec<DatagramInfo>,
+    /// One per datagram: what its tuples need beyond the header values in `datagrams`.
+    pub encoding: Vec<V5Encoding>,
     /// Per datagram: its flows' packets and bytes (for the exporter statistics).
     pub totals: Vec<(u64, u64)>,
     pub rows: usize,
+    /// Rows flagged `time_suspect` (each tuple one byte longer than the others).
+    pub suspect: usize,
 }
 
-impl Tuples {
+/// Per datagram of [`V5Rows`]: the exporter's IPv4 address and the flow times (ms since the
+/// Unix epoch) beyond which a row is flagged `time_suspect`, as the shard decided them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V5Encoding {
+    /// The exporter's address, big-endian.
+    pub exporter_v4: u32,
+    /// A flow starting or ending after this is suspect.
+    pub latest_ms: i64,
+    /// A flow ending before this is suspect.
+    pub earliest_ms: i64,
+}
+
+impl V5Rows {
     /// Room for `flows` rows of `datagrams` datagrams, reserved now (pages are only mapped in
     /// when first written) so filling a batch never allocates.
     fn with_capacity(flows: usize, datagrams: usize) -> Self {
         Self {
-            bytes: Vec::with_capacity(flows * super::copy::V5_TUPLE_MAX),
+            records: Vec::with_capacity(flows * nfpg_wire::v5::RECORD_LEN),
             datagrams: Vec::with_capacity(datagrams),
+            encoding: Vec::with_capacity(datagrams),
             totals: Vec::with_capacity(datagrams),
             rows: 0,
+            suspect: 0,
         }
     }
 
+    /// Bytes of the binary COPY tuples these rows encode to (no header or trailer).
+    pub fn encoded_len(&self) -> usize {
+        self.rows * super::copy::V5_TUPLE_LEN + self.suspect
+    }
+
     pub fn clear(&mut self) {
-        self.bytes.clear();
+        self.records.clear();
         self.datagrams.clear();
+        self.encoding.clear();
         self.totals.clear();
         self.rows = 0;
+        self.suspect = 0;
     }
 }
 
-/// One batch of flows (v5 tuples and decoded columns), with its malformed samples.
+/// One batch of flows (v5 records and decoded columns), with its malformed samples.
 #[derive(Debug)]
 pub struct FlowBatch {
-    /// Flows decoded into columns (everything but [`Tuples`]).
+    /// Flows decoded into columns (everything but [`V5Rows`]).
     pub flows: Columns,
-    /// NetFlow v5 flows already encoded.
-    pub tuples: Tuples,
+    /// NetFlow v5 flows from IPv4 exporters, as their records.
+    pub v5: V5Rows,
     pub malformed: Vec<MalformedSample>,
     /// When the first datagram of this batch was received (latency from receive to commit).
     pub opened_at: Option<Instant>,
@@ -85,7 +116,7 @@ impl FlowBatch {
     pub fn with_capacity(capacity: usize) -> Self {
         let flows = Columns::with_capacity(capacity);
         Self {
-            tuples: Tuples::with_capacity(flows.capacity(), flows.datagrams.capacity()),
+            v5: V5Rows::with_capacity(flows.capacity(), flows.datagrams.capacity()),
             flows,
             malformed: Vec::with_capacity(MAX_SAMPLES),
             opened_at: None,
@@ -96,20 +127,20 @@ impl FlowBatch {
     /// Flows in the batch.
     #[inline]
     pub fn len(&self) -> usize {
-        self.flows.len() + self.tuples.rows
+        self.flows.len() + self.v5.rows
     }
 
     /// Neither flows nor malformed samples.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty() && self.tuples.rows == 0 && self.malformed.is_empty()
+        self.flows.is_empty() && self.v5.rows == 0 && self.malformed.is_empty()
     }
 
     /// Whether `flows` more flows (of one datagram, in either form) fit.
     #[inline]
     pub fn has_room_for(&self, flows: usize) -> bool {
-        self.flows.has_room_for(flows + self.tuples.rows)
-            && self.tuples.datagrams.len() < self.tuples.datagrams.capacity()
+        self.flows.has_room_for(flows + self.v5.rows)
+            && self.v5.datagrams.len() < self.v5.datagrams.capacity()
     }
 
     /// Every datagram of the batch with its flows' packets and bytes, both forms.
@@ -118,12 +149,7 @@ impl FlowBatch {
             .datagrams
             .iter()
             .map(|d| (d, self.flows.totals_of(d)))
-            .chain(
-                self.tuples
-                    .datagrams
-                    .iter()
-                    .zip(self.tuples.totals.iter().copied()),
-            )
+            .chain(self.v5.datagrams.iter().zip(self.v5.totals.iter().copied()))
     }
 
     /// Whether a malformed sample still fits.
@@ -135,7 +161,7 @@ impl FlowBatch {
     /// Empties the batch, keeping its capacity.
     pub fn clear(&mut self) {
         self.flows.clear();
-        self.tuples.clear();
+        self.v5.clear();
         self.malformed.clear();
         self.opened_at = None;
         self.sealed_at = None;

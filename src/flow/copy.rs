@@ -1,8 +1,9 @@
 //! PostgreSQL binary COPY encoding: of flow [`Columns`] (the writers, [`encode_copy`]), and of
-//! NetFlow v5 datagrams straight from their bytes (the shards, [`v5_tuples`]).
+//! NetFlow v5 records as the shards keep them ([`v5_rows`], encoded as they are streamed:
+//! [`Piece`], [`stream`]).
 //!
 //! The writer streams the bytes this module produces into `COPY flows (…) FROM STDIN
-//! (FORMAT binary)`. Format: the 11-byte signature, int32 flags, int32 extension length, then
+//! (FORMAT binary)`; the spool keeps the same tuples in its segments. Format: the 11-byte signature, int32 flags, int32 extension length, then
 //! per row an int16 field count and per field an int32 length and the value, then an int16 −1
 //! trailer; all big-endian. `inet` is family (2 = IPv4, 3 = IPv6: PostgreSQL's own numbers,
 //! not the OS's), prefix bits, is_cidr, address length, address. `timestamptz` is int64 µs
@@ -10,7 +11,7 @@
 //! can overflow.
 #![forbid(unsafe_code)]
 
-use crate::flow::batch::{as_v4, Columns, DatagramMeta, Tuples};
+use crate::flow::batch::{as_v4, Columns, DatagramMeta, V5Encoding, V5Rows};
 use nfpg_wire::columns::present as p;
 use nfpg_wire::v5;
 
@@ -419,8 +420,9 @@ struct V5Row {
 /// Bytes of a [`V5Row`]: the field count, 26 length words and the values.
 const V5_ROW_LEN: usize = 242;
 
-/// Most bytes one row of [`Tuples`] takes ([`V5_SHAPE`], `time_suspect` true).
-pub const V5_TUPLE_MAX: usize = V5_ROW_LEN + 5;
+/// Bytes of one row of [`V5Rows`] encoded in [`V5_SHAPE`] with `time_suspect` NULL; a flagged
+/// row (true) takes one more.
+pub const V5_TUPLE_LEN: usize = V5_ROW_LEN + 4;
 
 /// Widths of a [`V5Row`]'s 26 values, in [`BASIC_COLUMNS`] order (an IPv4 `inet` is 8 bytes:
 /// family, bits, is_cidr, length, then the address).
@@ -547,77 +549,194 @@ impl V5Row {
     }
 }
 
-/// The shape of [`Tuples`]: a v5 row's columns and `time_suspect` (true or NULL), so a flagged
-/// row needs no other shape and the tuples need no re-encoding.
+/// The shape of [`V5Rows`]' tuples: a v5 row's columns and `time_suspect` (true or NULL), so
+/// a flagged row needs no other shape.
 pub const V5_SHAPE: Shape = Shape::BasicFlagged;
 
 /// Appends the flows of one NetFlow v5 datagram from an IPv4 exporter (`exporter_v4`, as a
-/// big-endian u32) straight to `t` as binary COPY tuples in [`V5_SHAPE`], without going
-/// through [`Columns`]: the same values and bytes as `nfpg_wire::v5::decode` followed by
-/// [`encode_rows`] (tested), at a fraction of the memory traffic. Flows whose times lie more
-/// than `ahead` µs after the arrival or end more than `behind` µs before it are flagged
-/// `time_suspect`. Returns (flows, flagged flows).
-pub fn v5_tuples(
+/// big-endian u32) to `t`: its records as they are, its header values and whether each flow's
+/// times are suspect: starting or ending more than `ahead` µs after the arrival, or ending
+/// more than `behind` µs before it. [`stream`] encodes them into the same tuples as
+/// `nfpg_wire::v5::decode` followed by [`encode_rows`] in [`V5_SHAPE`] (tested). Returns
+/// (flows, flagged flows).
+pub fn v5_rows(
     data: &[u8],
     exporter_v4: u32,
     meta: &DatagramMeta,
     (ahead, behind): (i64, i64),
-    t: &mut Tuples,
+    t: &mut V5Rows,
 ) -> Result<(u16, u64), v5::DecodeError> {
     let count = v5::validate(data)?;
-    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let be32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let info = v5::header(data, count, meta, t.rows as u32);
-    let (sys_uptime, export_ms, interval) =
-        (info.sys_uptime_ms, info.export_ms, info.sampling_interval);
-    let source = v5::sampling_source(interval);
-    let received = pg_time_from_unix_us(meta.received_us);
     let rx_ms = meta.received_us / 1000;
-    let (hi, lo) = (rx_ms + ahead / 1000, rx_ms - behind / 1000);
-    t.bytes.reserve(usize::from(count) * V5_TUPLE_MAX);
+    let enc = V5Encoding {
+        exporter_v4,
+        latest_ms: rx_ms + ahead / 1000,
+        earliest_ms: rx_ms - behind / 1000,
+    };
+    let records = &data[v5::HEADER_LEN..v5::HEADER_LEN + usize::from(count) * v5::RECORD_LEN];
     let (mut packets, mut bytes, mut flagged) = (0u64, 0u64, 0u64);
-    for r in data[v5::HEADER_LEN..]
-        .chunks_exact(v5::RECORD_LEN)
-        .take(usize::from(count))
-    {
-        let start = v5::flow_time_ms(export_ms, sys_uptime, be32(r, 24));
-        let end = v5::flow_time_ms(export_ms, sys_uptime, be32(r, 28));
-        let (pk, by) = (be32(r, 16), be32(r, 20));
-        packets += u64::from(pk);
-        bytes += u64::from(by);
-        let suspect = start > hi || end > hi || end < lo;
-        flagged += u64::from(suspect);
-        V5Row {
-            start: pg_time_from_unix_ms(start),
-            end: pg_time_from_unix_ms(end),
-            addrs: [be32(r, 0), be32(r, 4), be32(r, 8)],
-            src_port: be16(r, 32),
-            dst_port: be16(r, 34),
-            protocol: r[38],
-            tcp_flags: r[37],
-            tos: r[39],
-            input_if: u32::from(be16(r, 12)),
-            output_if: u32::from(be16(r, 14)),
-            packets: i64::from(pk),
-            bytes: i64::from(by),
-            src_as: u32::from(be16(r, 40)),
-            dst_as: u32::from(be16(r, 42)),
-            src_mask: r[44],
-            dst_mask: r[45],
-            exporter: exporter_v4,
-            engine: [info.engine_type, info.engine_id],
-            sampling_interval: i32::from(interval),
-            sampling_mode: info.sampling_mode,
-            version: 5,
-            received,
-            sampling_source: source as u8,
-        }
-        .put_flagged(suspect, &mut t.bytes);
+    for r in records.chunks_exact(v5::RECORD_LEN) {
+        let (start, end) = v5_times(&info, r);
+        packets += u64::from(be32(r, 16));
+        bytes += u64::from(be32(r, 20));
+        flagged += u64::from(enc.suspect(start, end));
     }
+    t.records.extend_from_slice(records);
     t.datagrams.push(info);
+    t.encoding.push(enc);
     t.totals.push((packets, bytes));
     t.rows += usize::from(count);
+    t.suspect += flagged as usize;
     Ok((count, flagged))
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// A v5 record's flow start and end, ms since the Unix epoch.
+#[inline(always)]
+fn v5_times(info: &nfpg_wire::columns::DatagramInfo, r: &[u8]) -> (i64, i64) {
+    (
+        v5::flow_time_ms(info.export_ms, info.sys_uptime_ms, be32(r, 24)),
+        v5::flow_time_ms(info.export_ms, info.sys_uptime_ms, be32(r, 28)),
+    )
+}
+
+impl V5Encoding {
+    /// Whether a flow with these times (ms) is flagged `time_suspect`.
+    #[inline(always)]
+    fn suspect(&self, start: i64, end: i64) -> bool {
+        start > self.latest_ms || end > self.latest_ms || end < self.earliest_ms
+    }
+}
+
+/// Appends the tuples of `t`'s datagrams `from..` to `out`, stopping after the datagram that
+/// takes `out` to `limit` bytes or more. Returns the next datagram to encode.
+fn encode_v5(t: &V5Rows, from: usize, out: &mut Vec<u8>, limit: usize) -> usize {
+    for (k, (info, enc)) in t.datagrams.iter().zip(&t.encoding).enumerate().skip(from) {
+        let first = info.first_flow as usize * v5::RECORD_LEN;
+        let records = &t.records[first..first + usize::from(info.count) * v5::RECORD_LEN];
+        let interval = info.sampling_interval;
+        let source = v5::sampling_source(interval) as u8;
+        let received = pg_time_from_unix_us(info.received_us);
+        out.reserve(usize::from(info.count) * (V5_TUPLE_LEN + 1));
+        for r in records.chunks_exact(v5::RECORD_LEN) {
+            let (start, end) = v5_times(info, r);
+            V5Row {
+                start: pg_time_from_unix_ms(start),
+                end: pg_time_from_unix_ms(end),
+                addrs: [be32(r, 0), be32(r, 4), be32(r, 8)],
+                src_port: be16(r, 32),
+                dst_port: be16(r, 34),
+                protocol: r[38],
+                tcp_flags: r[37],
+                tos: r[39],
+                input_if: u32::from(be16(r, 12)),
+                output_if: u32::from(be16(r, 14)),
+                packets: i64::from(be32(r, 16)),
+                bytes: i64::from(be32(r, 20)),
+                src_as: u32::from(be16(r, 40)),
+                dst_as: u32::from(be16(r, 42)),
+                src_mask: r[44],
+                dst_mask: r[45],
+                exporter: enc.exporter_v4,
+                engine: [info.engine_type, info.engine_id],
+                sampling_interval: i32::from(interval),
+                sampling_mode: info.sampling_mode,
+                version: 5,
+                received,
+                sampling_source: source,
+            }
+            .put_flagged(enc.suspect(start, end), out);
+        }
+        if out.len() >= limit {
+            return k + 1;
+        }
+    }
+    t.datagrams.len()
+}
+
+/// Bytes handed on at a time by [`stream`]: small enough that the buffer v5 rows are encoded
+/// into stays in the core's cache, large enough that a COPY takes few writes.
+pub const CHUNK: usize = 64 << 10;
+
+/// A piece of a binary COPY stream: bytes as they are (the header, the trailer, rows the
+/// writer encoded from columns, tuples read back from the spool), or NetFlow v5 rows as the
+/// shards kept them, encoded as the piece is streamed.
+#[derive(Clone, Copy, Debug)]
+pub enum Piece<'a> {
+    Bytes(&'a [u8]),
+    V5(&'a V5Rows),
+}
+
+impl Piece<'_> {
+    /// Bytes the piece streams as.
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::V5(t) => t.encoded_len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+thread_local! {
+    /// Each thread's buffer for encoding v5 rows in [`stream`]: one size, reused while hot.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hands `pieces` to `emit` in order, in chunks of at most about [`CHUNK`] bytes (v5 rows
+/// encoded on the way). Stops at the first error `emit` returns.
+pub fn stream<E>(
+    pieces: &[Piece<'_>],
+    mut emit: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    // Taken, not borrowed, so a nested call (there is none) would only allocate.
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let result = (|| {
+        for piece in pieces {
+            match piece {
+                Piece::Bytes(b) => {
+                    for chunk in b.chunks(CHUNK) {
+                        emit(chunk)?;
+                    }
+                }
+                Piece::V5(t) => {
+                    let mut next = 0;
+                    while next < t.datagrams.len() {
+                        buf.clear();
+                        next = encode_v5(t, next, &mut buf, CHUNK);
+                        emit(&buf)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    buf.clear();
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
+    result
+}
+
+/// The pieces as one buffer (for what needs the stream whole: tests, rare paths).
+pub fn concat(pieces: &[Piece<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+    let _ = stream(pieces, |c| {
+        out.extend_from_slice(c);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    out
 }
 
 /// Index of `received_at` in every shape's column list.
@@ -886,16 +1005,17 @@ mod tests {
         }
     }
 
-    /// The shard's v5 path (datagram straight to tuples) writes the very bytes of decoding
-    /// into columns, flagging times as the shard does, and encoding those in [`V5_SHAPE`];
-    /// and it records the same datagrams with the same totals.
+    /// The shard's v5 path (records kept, encoded as streamed) writes the very bytes of
+    /// decoding into columns, flagging times as the shard does, and encoding those in
+    /// [`V5_SHAPE`], whatever the chunk boundaries; and it records the same datagrams with the
+    /// same totals.
     #[test]
-    fn v5_tuples_match_decode_then_encode() {
+    fn v5_rows_stream_as_decode_then_encode() {
         let mut x: u32 = 0x1234_5678;
         // A window of ±(100 s ahead, 1,000 s behind): some flows fall outside it.
         let window = (100_000_000i64, 1_000_000_000i64);
         let mut cols = Columns::with_capacity(30 * 6);
-        let mut t = Tuples::default();
+        let mut t = V5Rows::default();
         let mut flagged_expected = 0u64;
         for d in 0..6u32 {
             let n = [30usize, 1, 17, 30, 2, 29][d as usize];
@@ -918,14 +1038,28 @@ mod tests {
                     flagged_expected += 1;
                 }
             }
-            let (count, _) = v5_tuples(&bytes, exporter_v4, &meta, window, &mut t).unwrap();
+            let (count, _) = v5_rows(&bytes, exporter_v4, &meta, window, &mut t).unwrap();
             assert_eq!(usize::from(count), n);
         }
         assert!(flagged_expected > 0 && (flagged_expected as usize) < cols.len());
         let mut expected = Vec::new();
         encode_rows_with(&cols, V5_SHAPE, &mut expected, false);
         assert_eq!(t.rows, cols.len());
-        assert!(t.bytes == expected, "tuples differ from decode + encode");
+        assert_eq!(t.encoded_len(), expected.len());
+        let streamed = concat(&[Piece::V5(&t)]);
+        assert!(streamed == expected, "tuples differ from decode + encode");
+        // Chunks end only after a whole datagram, and every limit gives the same bytes.
+        for limit in [1, 250, 7_000, 1 << 20] {
+            let (mut out, mut next, mut chunks) = (Vec::new(), 0, 0);
+            while next < t.datagrams.len() {
+                let before = out.len();
+                next = encode_v5(&t, next, &mut out, before + limit);
+                chunks += 1;
+            }
+            assert!(out == expected, "limit {limit}");
+            assert!(chunks <= t.datagrams.len() && (limit > 7_000 || chunks > 1));
+        }
+        assert_eq!(t.suspect as u64, flagged_expected);
         let flagged: usize = (0..cols.len())
             .filter(|&i| cols.present[i] & p::TIME_SUSPECT != 0)
             .count();
@@ -939,8 +1073,9 @@ mod tests {
             exporter: 1,
             received_us: 0,
         };
-        assert!(v5_tuples(&[0, 5, 0, 1], 1, &meta, window, &mut t).is_err());
-        assert_eq!((t.rows, t.datagrams.len()), (rows, 6));
+        assert!(v5_rows(&[0, 5, 0, 1], 1, &meta, window, &mut t).is_err());
+        assert_eq!((t.rows, t.datagrams.len(), t.encoding.len()), (rows, 6, 6));
+        assert_eq!(t.records.len(), rows * v5::RECORD_LEN);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! A shard: one receive thread with its own socket, receiver and column batch.
 //!
 //! The loop receives a batch of datagrams, decodes each into the shard's current
-//! [`crate::flow::batch::FlowBatch`] (NetFlow v5 from IPv4 exporters straight into binary COPY
-//! tuples with [`crate::flow::copy::v5_tuples`], the rest into columns), and seals the batch onto the writers' queue when it cannot take another
+//! [`crate::flow::batch::FlowBatch`] (NetFlow v5 from IPv4 exporters checked and kept as their
+//! records with [`crate::flow::copy::v5_rows`], the rest decoded into columns), and seals the
+//! batch onto the writers' queue when it cannot take another
 //! datagram or when `flush_interval` has passed since its first datagram. Counters are added
 //! once per receive call. Datagrams from sources not on the allow-list are counted (and their
 //! busiest sources kept) and dropped before decoding. Malformed datagrams are counted by
@@ -197,13 +198,7 @@ impl State<'_> {
             _ => None,
         };
         let result = if let Some(v4) = v5_from {
-            match copy::v5_tuples(
-                d.data,
-                v4,
-                &meta,
-                self.time_window_us,
-                &mut self.batch.tuples,
-            ) {
+            match copy::v5_rows(d.data, v4, &meta, self.time_window_us, &mut self.batch.v5) {
                 Ok((n, flagged)) => {
                     self.local.time_suspect += flagged;
                     Ok(n)

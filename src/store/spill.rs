@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_utils::CachePadded;
 
-use super::copy;
+use super::copy::{self, Piece};
 use super::spool::Marker;
 use super::writer::{in_turn, new_marker_writer, observe_exporters, spool_copy, Route};
 use crate::flow::batch::FlowBatch;
@@ -66,7 +66,7 @@ impl SpoolOverflow {
     /// Writes `batches` to one spool (a segment for their v5 tuples, one for their columns);
     /// returns the rows now on disk.
     pub fn spool(&mut self, batches: &[&FlowBatch]) -> u64 {
-        let tuple_rows: usize = batches.iter().map(|b| b.tuples.rows).sum();
+        let tuple_rows: usize = batches.iter().map(|b| b.v5.rows).sum();
         let column_rows: usize = batches.iter().map(|b| b.flows.len()).sum();
         if tuple_rows + column_rows == 0 {
             return 0;
@@ -87,10 +87,10 @@ impl SpoolOverflow {
         let mut all = true;
         if tuple_rows > 0 {
             let marker = self.next_marker();
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(batches.len() + 2);
-            parts.push(copy::HEADER);
-            parts.extend(batches.iter().map(|b| &b.tuples.bytes[..]));
-            parts.push(copy::TRAILER);
+            let mut parts: Vec<Piece> = Vec::with_capacity(batches.len() + 2);
+            parts.push(Piece::Bytes(copy::HEADER));
+            parts.extend(batches.iter().map(|b| Piece::V5(&b.v5)));
+            parts.push(Piece::Bytes(copy::TRAILER));
             let ok = spool_copy(
                 &spool,
                 &self.counters,
@@ -110,7 +110,7 @@ impl SpoolOverflow {
                 &self.counters,
                 marker,
                 shape,
-                &[&self.buf],
+                &[Piece::Bytes(&self.buf)],
                 column_rows,
             );
             all &= ok;
@@ -181,13 +181,35 @@ mod tests {
     use crate::store::spool::{Identity, Spool};
     use std::sync::atomic::Ordering::Relaxed;
 
-    /// A batch of `rows` v5 tuples whose bytes are `rows` copies of `tag` (the spool keeps
-    /// them as they are).
+    /// A batch of one v5 datagram of `rows` flows whose source address ends in `tag`.
     fn batch(h: &Handoff, tag: u8, rows: usize) -> Batch {
+        use nfpg_wire::v5::encode::{datagram, Header, Record};
         let mut b = h.take_empty().expect("a free batch");
-        b.tuples.rows = rows;
-        b.tuples.bytes.extend(std::iter::repeat_n(tag, rows));
+        let record = Record {
+            src_addr: [10, 0, 0, tag],
+            packets: 1,
+            octets: 100,
+            ..Record::default()
+        };
+        let header = Header {
+            sys_uptime: 1_000,
+            unix_secs: 1_700_000_000,
+            ..Header::default()
+        };
+        let data = datagram(&header, &vec![record; rows]);
+        let meta = crate::flow::batch::DatagramMeta {
+            exporter: crate::flow::batch::v4_to_u128(0x7f00_0001),
+            received_us: 1_700_000_000_000_000,
+        };
+        let window = (i64::MAX / 4, i64::MAX / 4);
+        copy::v5_rows(&data, 0x7f00_0001, &meta, window, &mut b.v5).expect("a v5 datagram");
         b
+    }
+
+    /// The tuples of `batches`' v5 rows, one after the other.
+    fn tuples_of(batches: &[&Batch]) -> Vec<u8> {
+        let pieces: Vec<Piece> = batches.iter().map(|b| Piece::V5(&b.v5)).collect();
+        copy::concat(&pieces)
     }
 
     /// With 8 batches queued (the mark at 6), the thread takes the 3 oldest to one segment
@@ -208,8 +230,13 @@ mod tests {
         }];
         let counters: Arc<CachePadded<SpoolCounters>> = Arc::default();
         let handoff = Arc::new(Handoff::new(8, 8 + MAX_BATCHES_PER_SEGMENT, 4));
+        let mut expected = Vec::new();
         for tag in 0..8u8 {
-            assert!(handoff.push_full(batch(&handoff, tag, 2)).is_ok());
+            let b = batch(&handoff, tag, 2);
+            if tag < 3 {
+                expected.extend(tuples_of(&[&b]));
+            }
+            assert!(handoff.push_full(b).is_ok());
         }
         let overflow = SpoolOverflow::new(routes, counters.clone(), Arc::default());
         let thread = {
@@ -232,8 +259,13 @@ mod tests {
         assert_eq!(segs.len(), 1);
         let seg = spool.read(&segs[0]).unwrap();
         assert_eq!(seg.header.rows, 6);
-        assert_eq!(seg.tuples, [0, 0, 1, 1, 2, 2], "the oldest three, in order");
-        assert_eq!(handoff.pop_full().unwrap().tuples.bytes, [3, 3]);
+        assert!(seg.tuples == expected, "the oldest three, in order");
+        assert_eq!(seg.tuples.len(), 6 * copy::V5_TUPLE_LEN);
+        let next = handoff.pop_full().unwrap();
+        assert_eq!(
+            next.v5.records[3], 3,
+            "the fourth batch is the writers' next"
+        );
         // The pool has the spilled batches back: 16 spare + 3 returned, 1 taken above.
         let mut free = 0;
         while handoff.take_empty().is_some() {

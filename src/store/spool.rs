@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::copy::{Shape, HEADER, TRAILER};
+use super::copy::{self, Piece, Shape, HEADER, TRAILER};
 use crate::obs::stats::SpoolGauges;
 use std::sync::Arc;
 
@@ -374,7 +374,7 @@ impl Spool {
         &self,
         marker: Marker,
         shape: Shape,
-        tuples: &[&[u8]],
+        tuples: &[Piece<'_>],
         rows: u64,
     ) -> Result<u64, SpoolError> {
         let header = self.header(marker, shape, rows, None);
@@ -440,7 +440,7 @@ impl Spool {
             "{:016x}-{}-row{first_row}.seg",
             marker.writer as u64, marker.seq
         );
-        write_segment(&self.dead, &name, &header, &[tuples])?;
+        write_segment(&self.dead, &name, &header, &[Piece::Bytes(tuples)])?;
         Ok(self.dead.join(name))
     }
 }
@@ -461,8 +461,8 @@ fn header_json(h: &SegmentHeader) -> Vec<u8> {
     serde_json::to_vec(h).unwrap_or_default()
 }
 
-fn segment_len(h: &SegmentHeader, tuples: &[&[u8]]) -> u64 {
-    let body: usize = tuples.iter().map(|t| t.len()).sum();
+fn segment_len(h: &SegmentHeader, tuples: &[Piece<'_>]) -> u64 {
+    let body: usize = tuples.iter().map(Piece::len).sum();
     (HEADER.len() + header_json(h).len() + body + TRAILER.len()) as u64
 }
 
@@ -477,15 +477,19 @@ fn copy_header(h: &SegmentHeader) -> Vec<u8> {
     out
 }
 
-/// Writes a segment whose tuples are `tuples` one after the other (the batches of one COPY).
-fn write_segment(dir: &Path, name: &str, h: &SegmentHeader, tuples: &[&[u8]]) -> io::Result<()> {
+/// Writes a segment whose tuples are `tuples` one after the other (the batches of one COPY;
+/// v5 rows encoded on the way).
+fn write_segment(
+    dir: &Path,
+    name: &str,
+    h: &SegmentHeader,
+    tuples: &[Piece<'_>],
+) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let done = dir.join(name);
     let mut f = File::create(&tmp)?;
     f.write_all(&copy_header(h))?;
-    for part in tuples {
-        f.write_all(part)?;
-    }
+    copy::stream(tuples, |chunk| f.write_all(chunk))?;
     f.write_all(TRAILER)?;
     f.sync_all()?;
     drop(f);
@@ -576,7 +580,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(dir.path(), 1 << 20, identity("a"), Arc::default()).unwrap();
         let m = Marker { writer: -5, seq: 7 };
-        let len = s.write(m, Shape::Basic, &[&tuples()], 2).unwrap();
+        let len = s
+            .write(m, Shape::Basic, &[Piece::Bytes(&tuples())], 2)
+            .unwrap();
         assert_eq!((s.segments(), s.bytes()), (1, len));
         let files = s.list().unwrap();
         assert_eq!(files.len(), 1);
@@ -595,7 +601,7 @@ mod tests {
         let s = Spool::open(dir.path(), 100, identity("a"), Arc::default()).unwrap();
         let m = Marker { writer: 1, seq: 1 };
         assert!(matches!(
-            s.write(m, Shape::Basic, &[&[0u8; 200]], 1),
+            s.write(m, Shape::Basic, &[Piece::Bytes(&[0u8; 200])], 1),
             Err(SpoolError::Full { .. })
         ));
         assert_eq!((s.segments(), s.bytes()), (0, 0));
@@ -608,8 +614,13 @@ mod tests {
         {
             let a = Spool::open(dir.path(), 1 << 20, identity("a"), Arc::default()).unwrap();
             assert!(Spool::open(dir.path(), 1 << 20, identity("a"), Arc::default()).is_err());
-            a.write(Marker { writer: 1, seq: 1 }, Shape::Basic, &[&tuples()], 2)
-                .unwrap();
+            a.write(
+                Marker { writer: 1, seq: 1 },
+                Shape::Basic,
+                &[Piece::Bytes(&tuples())],
+                2,
+            )
+            .unwrap();
         }
         let b = Spool::open(dir.path(), 1 << 20, identity("b"), Arc::default()).unwrap();
         assert_eq!((b.segments(), b.foreign()), (0, 1));

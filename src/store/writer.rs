@@ -38,7 +38,7 @@ use anyhow::Result;
 use crossbeam_utils::CachePadded;
 use postgres::Client;
 
-use super::copy::{self, Shape};
+use super::copy::{self, Piece, Shape};
 use super::db::{self, Schema};
 use super::health::Health;
 use super::spool::{Marker, Spool, SpoolError};
@@ -52,8 +52,6 @@ use crate::obs::stats::{SpoolCounters, WriterCounters};
 pub const MAX_BATCHES_PER_COPY: usize = 16;
 /// Longest an idle writer sleeps before it looks at the stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// Bytes handed to the COPY stream at a time (see `copy_parts`).
-const COPY_CHUNK: usize = 64 << 10;
 /// Longest one statement of a writer may run before the server cancels it (a stuck COPY then
 /// fails and its data is spooled instead of holding the writer).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,17 +71,17 @@ pub trait Sink: Send {
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError>;
-    /// [`Sink::write_copy`] of a stream given in pieces (the header, each batch's tuples, the
-    /// trailer), so the writer need not copy them into one buffer first.
+    /// [`Sink::write_copy`] of a stream given in pieces (the header, each batch's v5 rows or
+    /// encoded columns, the trailer), so the writer need not put them into one buffer first.
     fn write_copy_parts(
         &mut self,
-        parts: &[&[u8]],
+        parts: &[Piece<'_>],
         shape: Shape,
         rows: usize,
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError> {
-        self.write_copy(&parts.concat(), shape, rows, marker, part)
+        self.write_copy(&copy::concat(parts), shape, rows, marker, part)
     }
     /// Stores malformed samples (rare; not on the hot path).
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError>;
@@ -273,7 +271,7 @@ impl PgSink {
         client: &mut Client,
         sql: CopySql,
         (instance, markers): (&str, &[[i64; 4]]),
-        parts: &[&[u8]],
+        parts: &[Piece<'_>],
         received: Option<(i64, i64)>,
     ) -> Result<(), CopyFail> {
         let mut tx = client.transaction().map_err(CopyFail::Pg)?;
@@ -359,7 +357,7 @@ impl PgSink {
     /// (`[writer, seq, part, rows]`): the body of [`Sink::write_copy`] and [`PgSink::write_group`].
     fn commit_marked(
         &mut self,
-        parts: &[&[u8]],
+        parts: &[Piece<'_>],
         shape: Shape,
         markers: &[[i64; 4]],
     ) -> Result<Committed, WriteError> {
@@ -417,7 +415,7 @@ impl PgSink {
             .iter()
             .map(|(m, rows)| [m.writer, m.seq, 0, *rows as i64])
             .collect();
-        self.commit_marked(&[data], shape, &ms)
+        self.commit_marked(&[Piece::Bytes(data)], shape, &ms)
     }
 }
 
@@ -430,12 +428,12 @@ impl Sink for PgSink {
         marker: Marker,
         part: i64,
     ) -> Result<Committed, WriteError> {
-        self.write_copy_parts(&[data], shape, rows, marker, part)
+        self.write_copy_parts(&[Piece::Bytes(data)], shape, rows, marker, part)
     }
 
     fn write_copy_parts(
         &mut self,
-        parts: &[&[u8]],
+        parts: &[Piece<'_>],
         shape: Shape,
         rows: usize,
         marker: Marker,
@@ -499,7 +497,9 @@ impl Sink for PgSink {
     }
 }
 
-/// A sink that discards everything: measures the pipeline without a database.
+/// A sink that discards everything: measures the pipeline without a database. It still
+/// streams every COPY as a database sink does (v5 rows encoded into tuples), and drops the
+/// chunks.
 pub struct NullSink;
 
 impl Sink for NullSink {
@@ -515,12 +515,16 @@ impl Sink for NullSink {
     }
     fn write_copy_parts(
         &mut self,
-        _parts: &[&[u8]],
+        parts: &[Piece<'_>],
         _shape: Shape,
         _rows: usize,
         _marker: Marker,
         _part: i64,
     ) -> Result<Committed, WriteError> {
+        let _ = copy::stream(parts, |chunk| {
+            std::hint::black_box(chunk);
+            Ok::<(), std::convert::Infallible>(())
+        });
         Ok(Committed::Now)
     }
     fn write_samples(&mut self, batches: &[Batch]) -> Result<usize, WriteError> {
@@ -532,20 +536,16 @@ impl Sink for NullSink {
 fn copy_parts(
     tx: &mut postgres::Transaction<'_>,
     sql: &str,
-    parts: &[&[u8]],
+    parts: &[Piece<'_>],
 ) -> Result<(), CopyFail> {
     let mut w = tx.copy_in(sql).map_err(CopyFail::Pg)?;
     // On error the writer is dropped without finish() (the COPY aborts) and the transaction
-    // rolls back: nothing commits.
-    for data in parts {
-        // `CopyInWriter` copies what it is given into a buffer of its own and sends that
-        // buffer away whole: given a batch at once, it took a fresh allocation of the
-        // batch's size each time (new pages, zeroed by the kernel: 4 % of the collector's
-        // CPU at 18,000 datagrams/s). In chunks, the buffer is one size, reused while hot.
-        for chunk in data.chunks(COPY_CHUNK) {
-            w.write_all(chunk).map_err(CopyFail::Io)?;
-        }
-    }
+    // rolls back: nothing commits. `CopyInWriter` copies what it is given into a buffer of
+    // its own and sends that buffer away whole: given a batch at once, it took a fresh
+    // allocation of the batch's size each time (new pages, zeroed by the kernel: 4 % of the
+    // collector's CPU at 18,000 datagrams/s). In chunks, the buffer is one size, reused while
+    // hot.
+    copy::stream(parts, |chunk| w.write_all(chunk).map_err(CopyFail::Io))?;
     w.finish().map_err(CopyFail::Pg)?;
     Ok(())
 }
@@ -627,19 +627,21 @@ pub fn spool_copy(
     counters: &SpoolCounters,
     marker: Marker,
     shape: Shape,
-    parts: &[&[u8]],
+    parts: &[Piece<'_>],
     rows: usize,
 ) -> bool {
-    // The parts are the header, the tuples of each batch and the trailer, or one whole COPY
+    // The parts are the header, the rows of each batch and the trailer, or one whole COPY
     // stream; the spool keeps the tuples.
     let written = match parts {
-        [head, tuples @ .., tail] if *head == copy::HEADER && *tail == copy::TRAILER => {
+        [Piece::Bytes(head), tuples @ .., Piece::Bytes(tail)]
+            if *head == copy::HEADER && *tail == copy::TRAILER =>
+        {
             spool.write(marker, shape, tuples, rows as u64)
         }
         _ => {
-            let joined = parts.concat();
+            let joined = copy::concat(parts);
             let tuples = &joined[copy::HEADER.len()..joined.len() - copy::TRAILER.len()];
-            spool.write(marker, shape, &[tuples], rows as u64)
+            spool.write(marker, shape, &[Piece::Bytes(tuples)], rows as u64)
         }
     };
     match written {
@@ -678,8 +680,8 @@ fn received_range<'a>(datagrams: impl Iterator<Item = &'a DatagramInfo>) -> Opti
 /// The two COPYs a writer makes of its batches.
 #[derive(Clone, Copy)]
 enum Part {
-    /// The v5 tuples the shards encoded.
-    Tuples,
+    /// The v5 rows the shards kept, encoded as they are streamed.
+    V5,
     /// The flows in columns, encoded by the writer.
     Columns,
 }
@@ -704,38 +706,38 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
         }
         // Whose turn it is: the writers start apart and each moves on with every COPY.
         let first = cfg.id.wrapping_add(next_seq as usize) % sh.routes.len().max(1);
-        // The v5 tuples as the shards made them and the other flows encoded now: one COPY
+        // The v5 rows (encoded as they are streamed) and the other flows encoded now: one COPY
         // each (their column lists differ), each with its own marker.
-        let tuple_rows: usize = batches.iter().map(|b| b.tuples.rows).sum();
+        let tuple_rows: usize = batches.iter().map(|b| b.v5.rows).sum();
         let column_rows: usize = batches.iter().map(|b| b.flows.len()).sum();
         let mut all_stored = true;
         let mut all_committed = true;
-        for kind in [Part::Tuples, Part::Columns] {
+        for kind in [Part::V5, Part::Columns] {
             let (part_rows, shape) = match kind {
-                Part::Tuples if tuple_rows > 0 => (tuple_rows, copy::V5_SHAPE),
+                Part::V5 if tuple_rows > 0 => (tuple_rows, copy::V5_SHAPE),
                 Part::Columns if column_rows > 0 => (
                     column_rows,
                     copy::encode_copy(batches.iter().map(|b| &b.flows), &mut buf),
                 ),
                 _ => continue,
             };
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(batches.len() + 2);
+            let mut parts: Vec<Piece> = Vec::with_capacity(batches.len() + 2);
             match kind {
-                Part::Tuples => {
-                    parts.push(copy::HEADER);
+                Part::V5 => {
+                    parts.push(Piece::Bytes(copy::HEADER));
                     parts.extend(
                         batches
                             .iter()
-                            .map(|b| &b.tuples.bytes[..])
-                            .filter(|t| !t.is_empty()),
+                            .filter(|b| b.v5.rows > 0)
+                            .map(|b| Piece::V5(&b.v5)),
                     );
-                    parts.push(copy::TRAILER);
+                    parts.push(Piece::Bytes(copy::TRAILER));
                 }
-                Part::Columns => parts.push(&buf),
+                Part::Columns => parts.push(Piece::Bytes(&buf)),
             }
             let datagrams = || {
                 batches.iter().flat_map(move |b| match kind {
-                    Part::Tuples => b.tuples.datagrams.iter(),
+                    Part::V5 => b.v5.datagrams.iter(),
                     Part::Columns => b.flows.datagrams.iter(),
                 })
             };
@@ -940,10 +942,10 @@ mod tests {
         (sh, cfg, latency)
     }
 
-    /// Queues a batch of `rows` flows (v5 tuples) sealed now.
+    /// Queues a batch of `rows` flows (v5 rows, counted only) sealed now.
     fn queue(sh: &WriterShared, rows: usize) {
         let mut b = sh.handoff.take_empty().expect("a free batch");
-        b.tuples.rows = rows;
+        b.v5.rows = rows;
         b.sealed_at = Some(Instant::now());
         assert!(sh.handoff.push_full(b).is_ok());
     }
