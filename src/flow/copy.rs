@@ -13,7 +13,7 @@
 
 use crate::flow::batch::{as_v4, Columns, DatagramMeta, V5Encoding, V5Rows};
 use nfpg_wire::columns::present as p;
-use nfpg_wire::v5;
+use nfpg_wire::v5::{self, be16, be32};
 
 /// Signature, flags and header extension length.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -589,16 +589,6 @@ pub fn v5_rows(
     t.rows += usize::from(count);
     t.suspect += flagged as usize;
     Ok((count, flagged))
-}
-
-#[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline(always)]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// A v5 record's flow start and end, ms since the Unix epoch.

@@ -52,13 +52,15 @@ impl DecodeError {
     }
 }
 
+/// The big-endian u16 at `at` (the caller has checked the length).
 #[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
+pub fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// The big-endian u32 at `at` (the caller has checked the length).
 #[inline(always)]
-fn be32(b: &[u8], at: usize) -> u32 {
+pub fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
