@@ -24,19 +24,17 @@ fn describe_lists_columns_counters_and_summary_keys() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
 
-    let cols: Vec<&str> = v["flow_columns"]
-        .as_array()
-        .expect("flow_columns")
-        .iter()
-        .map(|c| c.as_str().expect("column name"))
-        .collect();
+    let names = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .expect(key)
+            .iter()
+            .map(|c| c.as_str().expect("column name").to_string())
+            .collect()
+    };
+    let cols = names("flow_columns");
     assert_eq!(cols, nfpg::store::copy::FLOW_COLUMNS);
-    let v5: Vec<&str> = v["v5_copy_columns"]
-        .as_array()
-        .expect("v5_copy_columns")
-        .iter()
-        .map(|c| c.as_str().expect("column name"))
-        .collect();
+    let v5 = names("v5_copy_columns");
     assert_eq!(v5, nfpg::store::copy::V5_SHAPE.columns());
     assert_eq!(
         v5.len(),

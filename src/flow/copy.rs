@@ -3,9 +3,9 @@
 //! [`Piece`], [`stream`]).
 //!
 //! The writer streams the bytes this module produces into `COPY flows (…) FROM STDIN
-//! (FORMAT binary)`; the spool keeps the same tuples in its segments. Format: the 11-byte signature, int32 flags, int32 extension length, then
-//! per row an int16 field count and per field an int32 length and the value, then an int16 −1
-//! trailer; all big-endian. `inet` is family (2 = IPv4, 3 = IPv6: PostgreSQL's own numbers,
+//! (FORMAT binary)`; the spool keeps the same tuples in its segments. Format: the 11-byte
+//! signature, int32 flags, int32 extension length, then per row an int16 field count and per
+//! field an int32 length and the value, then an int16 −1 trailer; all big-endian. `inet` is family (2 = IPv4, 3 = IPv6: PostgreSQL's own numbers,
 //! not the OS's), prefix bits, is_cidr, address length, address. `timestamptz` is int64 µs
 //! since 2000-01-01 UTC. Unsigned wire counters go to the next wider signed type, so none
 //! can overflow.
