@@ -121,7 +121,7 @@ class _Variant:
     loses: str
     cols: list[_Col]
     partitioned: bool = True
-    brin: bool = True
+    brin: str = "pair"            # BRIN: "pair" (one over both times), "two" (one each), "none"
     back_from: str = "{t} v"        # FROM of the round-trip check ({t}: the variant table)
     changed: tuple[str, ...] = ()   # nfpg columns retyped or dropped (for the readers list)
     needs_headers: bool = False
@@ -214,7 +214,11 @@ def _variants(base: list[_Col]) -> list[_Variant]:
     v = [
         _Variant("baseline", "nfpg's layout: the v5 COPY's 27 columns into netflow.flows' "
                  "types, partitioned by day of received_at + default partition, "
-                 "BRIN(flow_start), BRIN(received_at)", "nothing (the reference)", b),
+                 "BRIN(received_at, flow_start)", "nothing (the reference)", b),
+        _Variant("two_brin", "nfpg's layout before migration 0017: BRIN(flow_start) and "
+                 "BRIN(received_at), one index per time",
+                 "nothing (a multicolumn BRIN index serves a range on either column)", b,
+                 brin="two"),
         _Variant("addr_int4", "src/dst/next_hop/exporter as int4 (IPv4 - 2^31) instead of inet",
                  "nothing for IPv4 (the number is the address; nfpg stores /32, the prefix "
                  "length inet carries is constant). IPv6 does not fit: an IPv6 exporter (nfpg "
@@ -292,16 +296,16 @@ def _variants(base: list[_Col]) -> list[_Variant]:
                  "last (no alignment padding)",
                  "nothing; no query names columns by position, but " + views_star +
                  " and `SELECT *` changes order.", _aligned(b)),
-        _Variant("plain_brin", "not partitioned: a plain table with BRIN(flow_start), "
-                 "BRIN(received_at)",
+        _Variant("plain_brin", "not partitioned: a plain table with BRIN(received_at, "
+                 "flow_start)",
                  "nothing stored; retention by partition drop (`drop_flow_partitions_older_than`) "
                  "and the B-trees on closed day partitions (`index_closed_flow_partitions`) "
                  "need partitions: retention would be a DELETE (+ VACUUM).", b, partitioned=False),
         _Variant("plain_noindex", "not partitioned, no index", "as plain_brin, and time "
-                 "ranges are full scans.", b, partitioned=False, brin=False),
+                 "ranges are full scans.", b, partitioned=False, brin="none"),
         _Variant("part_noindex", "partitioned as nfpg's, without any index",
                  "nothing stored; time ranges within a day partition are full scans of it "
-                 "(received_at still prunes partitions).", b, brin=False),
+                 "(received_at still prunes partitions).", b, brin="none"),
         _Variant("combined", "aligned order + addresses int4 + narrow_if_as + header_key + "
                  "no v9 columns: the lossless-for-v5/IPv4 changes together",
                  "what addr_int4, narrow_if_as, header_key and no_v9_cols lose and break, "
@@ -332,7 +336,9 @@ def _ddl(var: _Variant, t: str, days: list[str]) -> str:
             sql.append(f"CREATE TABLE {t}_p{d.replace('-', '')} PARTITION OF {t} FOR VALUES FROM "
                        f"('{d} 00:00:00+00') TO ((('{d}'::date + 1)::timestamp) AT TIME ZONE 'UTC');")
         sql.append(f"CREATE TABLE {t}_default PARTITION OF {t} DEFAULT;")
-    if var.brin:
+    if var.brin == "pair":
+        sql.append(f"CREATE INDEX ON {t} USING brin (received_at, flow_start);")
+    elif var.brin == "two":
         sql.append(f"CREATE INDEX ON {t} USING brin (flow_start);")
         sql.append(f"CREATE INDEX ON {t} USING brin (received_at);")
     return "\n".join(sql)
@@ -603,7 +609,7 @@ def write_layout_section(f, results: list[LayoutResult], rows: int, repeats: int
       "checked after each. All variants ran in one run on the same server"
       + (f" ({server})" if server else "") + ". "
       "Partitioned variants are partitioned by day of received_at with a default partition and "
-      "have BRIN(flow_start), BRIN(received_at), as netflow.flows, unless the variant is about "
+      "have BRIN(received_at, flow_start), as netflow.flows, unless the variant is about "
       "that. Bytes per row: on disk, the table's partitions with their indexes "
       "(pg_total_relation_size; heap alone in brackets) after a COPY; in the COPY file, its size "
       "/ rows. Round trip: after the last round the variant's rows are converted back to nfpg's "

@@ -50,6 +50,50 @@ fn partitions_indexes_and_retention() {
     )
     .unwrap();
     assert_eq!(db.count("SELECT count(*) FROM netflow.flows_default"), 0);
+    // One BRIN index over both times per partition (migrations/0017): a range on either
+    // column, or on both, is a bitmap scan of it.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'netflow' \
+             AND tablename = 'flows_' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD') \
+             AND indexdef LIKE '%USING brin (received_at, flow_start)'"
+        ),
+        1
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'netflow' \
+             AND tablename LIKE 'flows%' AND indexdef LIKE '%USING brin%'"
+        ),
+        db.count(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE p.relname = 'flows' AND p.relnamespace = 'netflow'::regnamespace"
+        ) + 1,
+        "one BRIN per partition and the parent's, no other"
+    );
+    c.batch_execute("SET enable_seqscan = off").unwrap();
+    for cond in [
+        "received_at >= now() - interval '1 minute'",
+        "flow_start >= now() - interval '1 minute'",
+        "received_at >= now() - interval '1 minute' AND flow_start < now()",
+    ] {
+        let plan: Vec<String> = c
+            .query(
+                &format!("EXPLAIN (COSTS OFF) SELECT count(*) FROM netflow.flows WHERE {cond}"),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Bitmap Index Scan on flows_")
+                && plan.contains("_received_at_flow_start_idx"),
+            "{cond}: {plan}"
+        );
+    }
+    c.batch_execute("RESET enable_seqscan").unwrap();
     // Closed days get the lookup B-trees; today's partition does not.
     let indexed = index_closed_partitions(&mut c, &schema).unwrap();
     assert_eq!(indexed, 4, "the three old days and yesterday");

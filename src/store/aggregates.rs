@@ -82,7 +82,7 @@ pub fn summarize_arrivals(c: &mut postgres::Client, schema: &Schema) -> Result<i
             &schema.render(
                 "SELECT coalesce(sum(brin_summarize_new_values(i.inhrelid::regclass)), 0)::int8
                  FROM pg_inherits i
-                 WHERE i.inhparent = '{schema}.flows_received_at_brin'::regclass",
+                 WHERE i.inhparent = '{schema}.flows_times_brin'::regclass",
             ),
             &[],
         )?

@@ -23,7 +23,7 @@
 //!   flows that started in the partial hours at both ends of the window.
 //!
 //! Each raw part is a plain range on `received_at` and `flow_start`, so partition pruning and
-//! the two BRIN indexes keep the reading to what the window needs: a day's `top` reads 24 hours
+//! the BRIN index over both times keep the reading to what the window needs: a day's `top` reads 24 hours
 //! of aggregates and about an hour of raw flows. All of it runs in one repeatable-read
 //! snapshot, so a watermark moved by the housekeeper meanwhile cannot count a flow twice or
 //! miss it. When the window holds no whole hour, or the aggregates do not reach into it (the

@@ -80,6 +80,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0016_own_rows_aggregation",
         include_str!("../../migrations/0016_own_rows_aggregation.sql"),
     ),
+    (
+        "0017_flows_times_brin",
+        include_str!("../../migrations/0017_flows_times_brin.sql"),
+    ),
 ];
 
 /// Advisory lock key that serialises migrations across collectors ("nfpg" in ASCII). A
