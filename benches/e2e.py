@@ -57,6 +57,8 @@ NFPG = BIN / "nfpg"
 LOADGEN = BIN / "nfpg-loadgen"
 
 EXPORTERS = 4
+# Arguments added to every `nfpg run` of the harness (--nfpg-arg), after its own.
+NFPG_EXTRA: list[str] = []
 RECORDS = 30
 
 # The columns of netflow.flows nfpg writes, in its COPY order: from `nfpg describe` at start.
@@ -520,6 +522,7 @@ class Nfpg:
         # machine's nfpg (/var/lib/nfpg) is touched or shared.
         self.cmd = [str(NFPG), "run", "--listen", "127.0.0.1", "--port", str(self.port),
                     "--stats-interval", "5", "--data-dir", str(workdir / f"{name}-data")] + args
+        self.cmd += NFPG_EXTRA
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -1095,9 +1098,13 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--exporters", type=int, default=4,
                     help="exporters the load source simulates (each its own loopback address)")
+    ap.add_argument("--nfpg-arg", action="append", default=[], metavar="ARG",
+                    help="an argument added to every `nfpg run` (repeat for more; "
+                         "e.g. --nfpg-arg=--balance --nfpg-arg=cpu)")
     args = ap.parse_args()
     global EXPORTERS
     EXPORTERS = args.exporters
+    NFPG_EXTRA.extend(args.nfpg_arg)
     # capacity.py and layout.py import this module as `e2e`: the same module, not a second copy.
     sys.modules.setdefault("e2e", sys.modules[__name__])
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -335,7 +335,7 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             id,
             recorders: latency.recorders(),
             flush_interval: args.flush_interval(),
-            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            core: shard_core(&cores, id),
             overflow: routes
                 .iter()
                 .any(|r| r.spool.is_some())
@@ -422,6 +422,11 @@ pub fn start(args: &RunArgs) -> Result<Running> {
     })
 }
 
+/// The core shard `id` is pinned to: shards take the cores this process may run on in turn.
+fn shard_core(cores: &[core_affinity::CoreId], id: usize) -> Option<core_affinity::CoreId> {
+    (!cores.is_empty()).then(|| cores[id % cores.len()])
+}
+
 /// Binds one SO_REUSEPORT socket per shard (all to the same address), attaches the spread
 /// program when asked, and opens a receiver on each.
 fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Receiver>>> {
@@ -442,11 +447,22 @@ fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Rec
         }
         sockets.push(bound.socket);
     }
-    if args.balance == Balance::Spread && shards > 1 {
-        // After every socket of the group is bound: the program indexes the group's sockets.
-        socket::attach_spread_cbpf(&sockets[0], shards as u32)
-            .context("attaching the spread BPF program")?;
-        tracing::info!("balance: spread (random shard per datagram)");
+    // After every socket of the group is bound: the programs index the group's sockets.
+    match args.balance {
+        Balance::Spread if shards > 1 => {
+            socket::attach_spread_cbpf(&sockets[0], shards as u32)
+                .context("attaching the spread BPF program")?;
+            tracing::info!("balance: spread (random shard per datagram)");
+        }
+        Balance::Cpu if shards > 1 => {
+            let cores = core_affinity::get_core_ids().unwrap_or_default();
+            let cpus: Vec<u32> = (0..shards)
+                .map(|id| shard_core(&cores, id).map_or(id as u32, |c| c.id as u32))
+                .collect();
+            socket::attach_cpu_cbpf(&sockets[0], &cpus).context("attaching the cpu BPF program")?;
+            tracing::info!("balance: cpu (the shard pinned to the CPU processing the datagram, shards on CPUs {cpus:?})");
+        }
+        _ => {}
     }
     let mut receivers = Vec::with_capacity(shards);
     for (i, sock) in sockets.into_iter().enumerate() {

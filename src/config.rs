@@ -247,6 +247,11 @@ pub enum Balance {
     /// over all shards (v9/IPFIX: templates are shared, but a redefinition can race the data
     /// right behind it on another shard).
     Spread,
+    /// A classic BPF program picks the shard pinned to the CPU that is processing the
+    /// datagram (its NIC queue's interrupt or RPS CPU): no inter-processor interrupts to wake
+    /// the shard or to free the datagram's buffer. An exporter stays on one shard while the
+    /// NIC steers it to one CPU (the v9/IPFIX caveat of `spread` when it moves).
+    Cpu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
