@@ -49,7 +49,7 @@ const CANCEL_TAG: u64 = 2;
 const SQ_ENTRIES: u32 = 8;
 /// Longest a shard waits for a batch of completions before it takes what has come (µs).
 /// 3 ms rather than 1: `--sink null` at 50,000 datagrams/s (2-core VM, 3 alternating runs
-/// each) used 5 % less CPU with `--balance hash` and 11 % less with `--balance cpu`. A
+/// each) used about 5 % less CPU with `--balance hash` and 10 % less with `--balance cpu`. A
 /// datagram's arrival time is the kernel's, so only the age of a batch moves.
 const COALESCE_US: u32 = 3000;
 /// Largest buffer ring the kernel accepts.
