@@ -460,6 +460,15 @@ fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Rec
                 .map(|id| shard_core(&cores, id).map_or(id as u32, |c| c.id as u32))
                 .collect();
             socket::attach_cpu_cbpf(&sockets[0], &cpus).context("attaching the cpu BPF program")?;
+            if !cores.is_empty() && shards > cores.len() {
+                tracing::warn!(
+                    "--balance cpu with {shards} shards on {} cores: a CPU picks the first shard \
+                     pinned to it, so {} shard(s) receive nothing (use --shards {} or fewer)",
+                    cores.len(),
+                    shards - cores.len(),
+                    cores.len()
+                );
+            }
             tracing::info!("balance: cpu (the shard pinned to the CPU processing the datagram, shards on CPUs {cpus:?})");
         }
         _ => {}
