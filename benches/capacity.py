@@ -306,13 +306,11 @@ def nfpg_pg_step(pg, work: Path, rate: int, duration: float, seed: int, tag: str
     pg.query(f"CREATE DATABASE {db}")
     # As before every COPY-limit repeat: no step pays for the previous one's checkpoint.
     pg.query("CHECKPOINT")
-    shards = os.cpu_count() or 1
-    for i, a in enumerate(extra):
-        if a == "--shards":
-            shards = int(extra[i + 1])
+    added = E.extra_args(["--database-url", "--metrics", "--rcvbuf"] + extra)
+    shards = E.shards_in(extra + added) or os.cpu_count() or 1
     per_socket = RCVBUF_TOTAL // shards
     mport = E.free_tcp_port()
-    st = Step("nfpg", rate, duration, args=" ".join(extra + E.NFPG_EXTRA), db=db)
+    st = Step("nfpg", rate, duration, args=" ".join(extra + added), db=db)
     n = E.Nfpg(work, f"nfpg-{tag}", ["--database-url", pg.url(db), "--metrics", str(mport),
                                       "--rcvbuf", str(per_socket)] + extra)
     n.start()
@@ -624,12 +622,14 @@ class CpuRun:
 def cpu_nfpg_null(work: Path, rate: int, duration: float, seed: int, tag: str,
                   shards: int | None = None, extra: list[str] | None = None) -> CpuRun:
     args = ["--sink", "null"]
-    n_shards = shards or os.cpu_count() or 1
     if shards:
         args += ["--shards", str(shards)]
-    args += ["--rcvbuf", str(RCVBUF_TOTAL // n_shards)] + list(extra or [])
+    args += list(extra or [])
+    added = E.extra_args(args + ["--rcvbuf"])
+    n_shards = E.shards_in(args + added) or os.cpu_count() or 1
+    args += ["--rcvbuf", str(RCVBUF_TOTAL // n_shards)]
     label = " ".join(["nfpg --sink null"] + (["--shards", str(shards)] if shards else [])
-                     + list(extra or []) + E.NFPG_EXTRA)
+                     + list(extra or []) + added)
     r = CpuRun(label, rate)
     n = E.Nfpg(work, f"nfpg-cpu-{tag}", args)
     n.start()
@@ -660,11 +660,13 @@ def cpu_nfcapd(work: Path, rate: int, duration: float, seed: int, tag: str) -> C
         try:
             E.wait_until(lambda: E.udp_bound(port), 30, "nfcapd to bind", p)
             time.sleep(0.5)
-            c0, m0 = tree_ticks(p.pid), thread_ticks(p.pid).get(p.pid, 0)
+            c0, m0 = tree_ticks(p.pid), thread_ticks(p.pid).get(p.pid)
             lg = E.loadgen(port, rate, duration, seed)
             time.sleep(0.5)
             r.cpu_s = (tree_ticks(p.pid) - c0) / HZ
-            r.main_cpu_s = (thread_ticks(p.pid).get(p.pid, 0) - m0) / HZ
+            m1 = thread_ticks(p.pid).get(p.pid)
+            if m0 is not None and m1 is not None:
+                r.main_cpu_s = (m1 - m0) / HZ
         finally:
             E.stop(p, timeout=60)
     r.sent_dgrams, r.sent_flows = lg["sent"]["datagrams"], lg["sent"]["flows"]

@@ -59,6 +59,37 @@ LOADGEN = BIN / "nfpg-loadgen"
 EXPORTERS = 4
 # Arguments added to every `nfpg run` of the harness (--nfpg-arg), after its own.
 NFPG_EXTRA: list[str] = []
+
+
+def _option_groups(argv: list[str]) -> list[list[str]]:
+    """`argv` as options with their values: ["--balance", "cpu", "--x=1"] →
+    [["--balance", "cpu"], ["--x=1"]]."""
+    groups: list[list[str]] = []
+    for a in argv:
+        if a.startswith("--") or not groups:
+            groups.append([a])
+        else:
+            groups[-1].append(a)
+    return groups
+
+
+def extra_args(args: list[str]) -> list[str]:
+    """NFPG_EXTRA less the options `args` already has: where a step sets an option itself
+    (the CPU section's `--balance cpu`, the scaling section's `--shards`), the step's value
+    is the one used, and clap is not given the option twice (it refuses)."""
+    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    return [a for g in _option_groups(NFPG_EXTRA) if g[0].split("=", 1)[0] not in given
+            for a in g]
+
+
+def shards_in(args: list[str]) -> int | None:
+    """The first `--shards N` (or `--shards=N`) of `args`, if any."""
+    for i, a in enumerate(args):
+        if a == "--shards" and i + 1 < len(args):
+            return int(args[i + 1])
+        if a.startswith("--shards="):
+            return int(a.split("=", 1)[1])
+    return None
 RECORDS = 30
 
 # The columns of netflow.flows nfpg writes, in its COPY order: from `nfpg describe` at start.
@@ -522,7 +553,7 @@ class Nfpg:
         # machine's nfpg (/var/lib/nfpg) is touched or shared.
         self.cmd = [str(NFPG), "run", "--listen", "127.0.0.1", "--port", str(self.port),
                     "--stats-interval", "5", "--data-dir", str(workdir / f"{name}-data")] + args
-        self.cmd += NFPG_EXTRA
+        self.cmd += extra_args(self.cmd)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -427,8 +427,8 @@ fn shard_core(cores: &[core_affinity::CoreId], id: usize) -> Option<core_affinit
     (!cores.is_empty()).then(|| cores[id % cores.len()])
 }
 
-/// Binds one SO_REUSEPORT socket per shard (all to the same address), attaches the spread
-/// program when asked, and opens a receiver on each.
+/// Binds one SO_REUSEPORT socket per shard (all to the same address), attaches the spread or
+/// cpu program when asked, and opens a receiver on each.
 fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Receiver>>> {
     let listen = SocketAddr::new(args.listen, args.port);
     let mut sockets = Vec::with_capacity(shards);
@@ -460,10 +460,16 @@ fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Rec
                 .map(|id| shard_core(&cores, id).map_or(id as u32, |c| c.id as u32))
                 .collect();
             socket::attach_cpu_cbpf(&sockets[0], &cpus).context("attaching the cpu BPF program")?;
-            if !cores.is_empty() && shards > cores.len() {
+            if cores.is_empty() {
                 tracing::warn!(
-                    "--balance cpu with {shards} shards on {} cores: a CPU picks the first shard \
-                     pinned to it, so {} shard(s) receive nothing (use --shards {} or fewer)",
+                    "--balance cpu: this process's CPUs could not be read, so the shards are not \
+                     pinned and a datagram processed on CPU c goes to shard c % {shards}"
+                );
+            } else if shards > cores.len() {
+                tracing::warn!(
+                    "--balance cpu with {shards} shards on {} cores: each core's datagrams go to \
+                     the first shard pinned to it, so {} shard(s) get at most those of CPUs \
+                     outside this process's set (use --shards {} or fewer)",
                     cores.len(),
                     shards - cores.len(),
                     cores.len()

@@ -436,7 +436,8 @@ pub fn run(
 ) {
     if let Some(core) = cfg.core {
         if !core_affinity::set_for_current(core) {
-            tracing::debug!(shard = cfg.id, "could not pin to core {}", core.id);
+            // Worth a warning: `--balance cpu` routes by the core a shard should be on.
+            tracing::warn!(shard = cfg.id, "could not pin to core {}", core.id);
         }
     }
     let (batch, _) = handoff.take_empty_wait();
