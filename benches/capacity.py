@@ -58,12 +58,9 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 def _stat(pid: int) -> tuple[int, int] | None:
     """(ppid, utime+stime+cutime+cstime) of a process, in clock ticks."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            st = f.read()
-    except OSError:
+    rest = E.proc_stat(f"/proc/{pid}/stat")
+    if rest is None:
         return None
-    rest = st[st.rfind(")") + 2:].split()
     return int(rest[1]), sum(int(x) for x in rest[11:15])
 
 
@@ -97,13 +94,9 @@ def thread_ticks(pid: int) -> dict[int, int]:
     except OSError:
         return out
     for t in tids:
-        try:
-            with open(f"/proc/{pid}/task/{t}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        rest = st[st.rfind(")") + 2:].split()
-        out[int(t)] = int(rest[11]) + int(rest[12])
+        rest = E.proc_stat(f"/proc/{pid}/task/{t}/stat")
+        if rest is not None:
+            out[int(t)] = int(rest[11]) + int(rest[12])
     return out
 
 
@@ -609,7 +602,7 @@ class CpuRun:
 
     @property
     def us_per_dgram(self) -> float:
-        return self.cpu_s * 1e6 / max(self.sent_dgrams, 1)
+        return self.us_per_dgram_of(self.cpu_s)
 
     def us_per_dgram_of(self, cpu_s: float) -> float:
         return cpu_s * 1e6 / max(self.sent_dgrams, 1)

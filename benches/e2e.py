@@ -57,6 +57,8 @@ NFPG = BIN / "nfpg"
 LOADGEN = BIN / "nfpg-loadgen"
 
 EXPORTERS = 4
+RECORDS = 30
+
 # Arguments added to every `nfpg run` of the harness (--nfpg-arg), after its own.
 NFPG_EXTRA: list[str] = []
 
@@ -82,6 +84,17 @@ def extra_args(args: list[str]) -> list[str]:
             for a in g]
 
 
+def proc_stat(path: str) -> list[str] | None:
+    """The fields of a /proc/…/stat file after the command name (state, ppid, …: field 3 of
+    proc(5) is index 0), or None when it cannot be read (the process is gone)."""
+    try:
+        with open(path) as f:
+            st = f.read()
+    except OSError:
+        return None
+    return st[st.rfind(")") + 2:].split()
+
+
 def shards_in(args: list[str]) -> int | None:
     """The first `--shards N` (or `--shards=N`) of `args`, if any."""
     for i, a in enumerate(args):
@@ -90,7 +103,7 @@ def shards_in(args: list[str]) -> int | None:
         if a.startswith("--shards="):
             return int(a.split("=", 1)[1])
     return None
-RECORDS = 30
+
 
 # The columns of netflow.flows nfpg writes, in its COPY order: from `nfpg describe` at start.
 FLOW_COLUMNS = ""
@@ -335,12 +348,9 @@ class OtherLoad:
         for d in os.listdir("/proc"):
             if not d.isdigit():
                 continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-            except OSError:
+            rest = proc_stat(f"/proc/{d}/stat")
+            if rest is None:
                 continue
-            rest = st[st.rfind(")") + 2:].split()
             procs[int(d)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
         roots = {os.getpid()} | ({self.postmaster} if self.postmaster else set())
         ours: dict[int, int] = {}

@@ -171,7 +171,9 @@ pub fn start(args: &RunArgs) -> Result<Running> {
 
     let shards = args.shard_count();
     let writers = args.writers.max(1);
-    let receivers = bind_receivers(args, shards)?;
+    // The cores shards are pinned to, in turn ([`shard_core`]); `--balance cpu` routes by them.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let receivers = bind_receivers(args, shards, &cores)?;
 
     let handoff = Arc::new(Handoff::new(
         args.queue_depth,
@@ -328,7 +330,6 @@ pub fn start(args: &RunArgs) -> Result<Running> {
             args.allow_exporters.len()
         );
     }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shard_threads = Vec::new();
     for (id, rx) in receivers.into_iter().enumerate() {
         let cfg = ShardConfig {
@@ -429,7 +430,11 @@ fn shard_core(cores: &[core_affinity::CoreId], id: usize) -> Option<core_affinit
 
 /// Binds one SO_REUSEPORT socket per shard (all to the same address), attaches the spread or
 /// cpu program when asked, and opens a receiver on each.
-fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Receiver>>> {
+fn bind_receivers(
+    args: &RunArgs,
+    shards: usize,
+    cores: &[core_affinity::CoreId],
+) -> Result<Vec<Box<dyn recv::Receiver>>> {
     let listen = SocketAddr::new(args.listen, args.port);
     let mut sockets = Vec::with_capacity(shards);
     for i in 0..shards {
@@ -455,9 +460,8 @@ fn bind_receivers(args: &RunArgs, shards: usize) -> Result<Vec<Box<dyn recv::Rec
             tracing::info!("balance: spread (random shard per datagram)");
         }
         Balance::Cpu if shards > 1 => {
-            let cores = core_affinity::get_core_ids().unwrap_or_default();
             let cpus: Vec<u32> = (0..shards)
-                .map(|id| shard_core(&cores, id).map_or(id as u32, |c| c.id as u32))
+                .map(|id| shard_core(cores, id).map_or(id as u32, |c| c.id as u32))
                 .collect();
             socket::attach_cpu_cbpf(&sockets[0], &cpus).context("attaching the cpu BPF program")?;
             if cores.is_empty() {

@@ -179,16 +179,16 @@ pub fn attach_spread_cbpf(socket: &UdpSocket, shards: u32) -> io::Result<()> {
 /// normally does; the v9/IPFIX caveat of [`attach_spread_cbpf`] applies when it moves.
 /// Attach it after all sockets of the group are bound, as the spread program.
 pub fn attach_cpu_cbpf(socket: &UdpSocket, shard_cpus: &[u32]) -> io::Result<()> {
-    let shards = u32::try_from(shard_cpus.len()).unwrap_or(0);
     // Two instructions per shard plus three stay under the kernel's limit (BPF_MAXINSNS,
     // 4096). The kernel may still refuse a long program (ENOMEM) where net.core.optmem_max is
     // small: about 850 shards at its old default of 20 KiB.
-    if shards == 0 || shard_cpus.len() > 2000 {
+    if !(1..=2000).contains(&shard_cpus.len()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the cpu balance needs 1..=2000 shards",
         ));
     }
+    let shards = shard_cpus.len() as u32;
     let mut program = vec![bpf_op(
         libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
         0,
