@@ -9,7 +9,10 @@
 //! not the OS's), prefix bits, is_cidr, address length, address. `timestamptz` is int64 µs
 //! since 2000-01-01 UTC. Unsigned wire counters go to the next wider signed type, so none
 //! can overflow.
-#![forbid(unsafe_code)]
+//!
+//! No unsafe code here; [`shuffle`] (v5 tuples by SSSE3 byte shuffle) has what it needs.
+
+mod shuffle;
 
 use crate::flow::batch::{as_v4, Columns, DatagramMeta, V5Encoding, V5Rows};
 use nfpg_wire::columns::present as p;
@@ -488,6 +491,46 @@ const fn v5_template<const N: usize>(suspect: Option<bool>) -> [u8; N] {
 // The values end where the row does.
 const _: () = assert!(V5_AT[25] + 2 == V5_ROW_LEN);
 
+/// Where a v5 record's fields go in a [`V5Row`]: (value, record offset, bytes). Each is copied
+/// to the end of its value, which is big-endian and at least as wide: a zero-extended copy.
+/// The flow times are computed, the other values are the datagram's.
+const V5_FROM_RECORD: [(usize, usize, usize); 16] = [
+    (2, 0, 4),   // src_addr (after the inet head)
+    (3, 4, 4),   // dst_addr
+    (4, 8, 4),   // next_hop
+    (5, 32, 2),  // src_port
+    (6, 34, 2),  // dst_port
+    (7, 38, 1),  // protocol
+    (8, 37, 1),  // tcp_flags
+    (9, 39, 1),  // tos
+    (10, 12, 2), // input_if
+    (11, 14, 2), // output_if
+    (12, 16, 4), // packets
+    (13, 20, 4), // bytes
+    (14, 40, 2), // src_as
+    (15, 42, 2), // dst_as
+    (16, 44, 1), // src_mask
+    (17, 45, 1), // dst_mask
+];
+
+/// For each byte of a v5 tuple (and the padding to [`shuffle::ROW`]): the record byte it
+/// holds, or [`shuffle::KEEP`] (the datagram's template byte).
+const V5_SOURCE: [u8; shuffle::ROW] = {
+    let mut src = [shuffle::KEEP; shuffle::ROW];
+    let mut i = 0;
+    while i < V5_FROM_RECORD.len() {
+        let (field, from, bytes) = V5_FROM_RECORD[i];
+        let end = V5_AT[field] + V5_WIDTHS[field];
+        let mut b = 0;
+        while b < bytes {
+            src[end - bytes + b] = (from + b) as u8;
+            b += 1;
+        }
+        i += 1;
+    }
+    src
+};
+
 const V5_BASIC: [u8; V5_ROW_LEN] = v5_template(None);
 const V5_FLAGGED_NULL: [u8; V5_ROW_LEN + 4] = v5_template(Some(false));
 const V5_FLAGGED_TRUE: [u8; V5_ROW_LEN + 5] = v5_template(Some(true));
@@ -501,7 +544,12 @@ impl V5Row {
         let start = out.len();
         out.extend_from_slice(template);
         // In bounds: the template just appended is at least V5_ROW_LEN long.
-        let r = &mut out[start..start + V5_ROW_LEN];
+        self.write(&mut out[start..start + V5_ROW_LEN]);
+    }
+
+    /// Writes the values into `r`, a row's template.
+    #[inline(always)]
+    fn write(&self, r: &mut [u8]) {
         let a = &V5_AT;
         r[a[0]..a[0] + 8].copy_from_slice(&self.start.to_be_bytes());
         r[a[1]..a[1] + 8].copy_from_slice(&self.end.to_be_bytes());
@@ -609,49 +657,104 @@ impl V5Encoding {
 }
 
 /// Appends the tuples of `t`'s datagrams `from..` to `out`, stopping after the datagram that
-/// takes `out` to `limit` bytes or more. Returns the next datagram to encode.
+/// takes `out` to `limit` bytes or more. Returns the next datagram to encode. By byte shuffle
+/// ([`shuffle`]) where the CPU can.
 fn encode_v5(t: &V5Rows, from: usize, out: &mut Vec<u8>, limit: usize) -> usize {
+    encode_v5_with(t, from, out, limit, shuffle::available())
+}
+
+/// [`encode_v5`], by byte shuffle when `shuffled` (and the CPU can), else value by value.
+/// `cargo bench --bench pipeline -- v5_rows_streamed` (2-core Xeon VM, 8,190 rows of 30-record
+/// datagrams): 12.6 ns a row value by value, 7.7 by shuffle; in the collector (`--sink null
+/// --balance cpu` at 50,000 datagrams/s, 2 alternating runs) 1.40 → 1.24 µs of CPU a datagram.
+fn encode_v5_with(
+    t: &V5Rows,
+    from: usize,
+    out: &mut Vec<u8>,
+    limit: usize,
+    shuffled: bool,
+) -> usize {
     for (k, (info, enc)) in t.datagrams.iter().zip(&t.encoding).enumerate().skip(from) {
         let first = info.first_flow as usize * v5::RECORD_LEN;
         let records = &t.records[first..first + usize::from(info.count) * v5::RECORD_LEN];
         let interval = info.sampling_interval;
-        let source = v5::sampling_source(interval) as u8;
-        let received = pg_time_from_unix_us(info.received_us);
-        out.reserve(usize::from(info.count) * (V5_TUPLE_LEN + 1));
-        for r in records.chunks_exact(v5::RECORD_LEN) {
+        // The datagram's values; the record's are set per row (or shuffled in).
+        let datagram = V5Row {
+            start: 0,
+            end: 0,
+            addrs: [0; 3],
+            src_port: 0,
+            dst_port: 0,
+            protocol: 0,
+            tcp_flags: 0,
+            tos: 0,
+            input_if: 0,
+            output_if: 0,
+            packets: 0,
+            bytes: 0,
+            src_as: 0,
+            dst_as: 0,
+            src_mask: 0,
+            dst_mask: 0,
+            exporter: enc.exporter_v4,
+            engine: [info.engine_type, info.engine_id],
+            sampling_interval: i32::from(interval),
+            sampling_mode: info.sampling_mode,
+            version: 5,
+            received: pg_time_from_unix_us(info.received_us),
+            sampling_source: v5::sampling_source(interval) as u8,
+        };
+        let times = |r: &[u8]| {
             let (start, end) = v5_times(info, r);
-            V5Row {
-                start: pg_time_from_unix_ms(start),
-                end: pg_time_from_unix_ms(end),
-                addrs: [be32(r, 0), be32(r, 4), be32(r, 8)],
-                src_port: be16(r, 32),
-                dst_port: be16(r, 34),
-                protocol: r[38],
-                tcp_flags: r[37],
-                tos: r[39],
-                input_if: u32::from(be16(r, 12)),
-                output_if: u32::from(be16(r, 14)),
-                packets: i64::from(be32(r, 16)),
-                bytes: i64::from(be32(r, 20)),
-                src_as: u32::from(be16(r, 40)),
-                dst_as: u32::from(be16(r, 42)),
-                src_mask: r[44],
-                dst_mask: r[45],
-                exporter: enc.exporter_v4,
-                engine: [info.engine_type, info.engine_id],
-                sampling_interval: i32::from(interval),
-                sampling_mode: info.sampling_mode,
-                version: 5,
-                received,
-                sampling_source: source,
+            (
+                pg_time_from_unix_ms(start),
+                pg_time_from_unix_ms(end),
+                enc.suspect(start, end),
+            )
+        };
+        if !(shuffled && shuffle::append(records, &v5_templates(&datagram), times, out)) {
+            out.reserve(usize::from(info.count) * (V5_TUPLE_LEN + 1));
+            for r in records.chunks_exact(v5::RECORD_LEN) {
+                let (start, end, suspect) = times(r);
+                V5Row {
+                    start,
+                    end,
+                    addrs: [be32(r, 0), be32(r, 4), be32(r, 8)],
+                    src_port: be16(r, 32),
+                    dst_port: be16(r, 34),
+                    protocol: r[38],
+                    tcp_flags: r[37],
+                    tos: r[39],
+                    input_if: u32::from(be16(r, 12)),
+                    output_if: u32::from(be16(r, 14)),
+                    packets: i64::from(be32(r, 16)),
+                    bytes: i64::from(be32(r, 20)),
+                    src_as: u32::from(be16(r, 40)),
+                    dst_as: u32::from(be16(r, 42)),
+                    src_mask: r[44],
+                    dst_mask: r[45],
+                    ..datagram
+                }
+                .put_flagged(suspect, out);
             }
-            .put_flagged(enc.suspect(start, end), out);
         }
         if out.len() >= limit {
             return k + 1;
         }
     }
     t.datagrams.len()
+}
+
+/// A datagram's two [`V5_SHAPE`] tuples with every record byte zero (`time_suspect` NULL,
+/// then true), padded to [`shuffle::ROW`].
+fn v5_templates(datagram: &V5Row) -> [[u8; shuffle::ROW]; 2] {
+    let mut t = [[0u8; shuffle::ROW]; 2];
+    t[0][..V5_FLAGGED_NULL.len()].copy_from_slice(&V5_FLAGGED_NULL);
+    t[1][..V5_FLAGGED_TRUE.len()].copy_from_slice(&V5_FLAGGED_TRUE);
+    for row in &mut t {
+        datagram.write(&mut row[..V5_ROW_LEN]);
+    }
+    t
 }
 
 /// Bytes handed on at a time by [`stream`]: small enough that the buffer v5 rows are encoded
@@ -1009,7 +1112,11 @@ mod tests {
         let mut flagged_expected = 0u64;
         for d in 0..6u32 {
             let n = [30usize, 1, 17, 30, 2, 29][d as usize];
-            let bytes = varied_datagram(&mut x, d, n, 1_500_000, d % 2 == 1);
+            let mut bytes = varied_datagram(&mut x, d, n, 1_500_000, d % 2 == 1);
+            // Pad bytes set: they must not reach a tuple.
+            for r in bytes[v5::HEADER_LEN..].chunks_exact_mut(v5::RECORD_LEN) {
+                (r[36], r[46], r[47]) = (0xa5, 0x5a, 0xff);
+            }
             let exporter_v4 = 0x7f01_0001 + d;
             let meta = nfpg_wire::columns::DatagramMeta {
                 exporter: v4_to_u128(exporter_v4),
@@ -1038,16 +1145,20 @@ mod tests {
         assert_eq!(t.encoded_len(), expected.len());
         let streamed = concat(&[Piece::V5(&t)]);
         assert!(streamed == expected, "tuples differ from decode + encode");
-        // Chunks end only after a whole datagram, and every limit gives the same bytes.
-        for limit in [1, 250, 7_000, 1 << 20] {
-            let (mut out, mut next, mut chunks) = (Vec::new(), 0, 0);
-            while next < t.datagrams.len() {
-                let before = out.len();
-                next = encode_v5(&t, next, &mut out, before + limit);
-                chunks += 1;
+        // Chunks end only after a whole datagram, and every limit gives the same bytes, value
+        // by value and by byte shuffle (where this CPU has it).
+        assert!(shuffle::available() || !cfg!(target_arch = "x86_64"));
+        for shuffled in [false, true] {
+            for limit in [1, 250, 7_000, 1 << 20] {
+                let (mut out, mut next, mut chunks) = (Vec::new(), 0, 0);
+                while next < t.datagrams.len() {
+                    let before = out.len();
+                    next = encode_v5_with(&t, next, &mut out, before + limit, shuffled);
+                    chunks += 1;
+                }
+                assert!(out == expected, "limit {limit}, shuffled {shuffled}");
+                assert!(chunks <= t.datagrams.len() && (limit > 7_000 || chunks > 1));
             }
-            assert!(out == expected, "limit {limit}");
-            assert!(chunks <= t.datagrams.len() && (limit > 7_000 || chunks > 1));
         }
         assert_eq!(t.suspect as u64, flagged_expected);
         let flagged: usize = (0..cols.len())
