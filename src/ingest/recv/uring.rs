@@ -45,6 +45,8 @@ const BGID: u16 = 0;
 /// `user_data` of the multishot receive and of its cancellation.
 const RECV_TAG: u64 = 1;
 const CANCEL_TAG: u64 = 2;
+/// Completions ahead whose buffers are prefetched.
+const AHEAD: usize = 2;
 /// Submission queue size: at most a re-arm and a cancel are ever queued.
 const SQ_ENTRIES: u32 = 8;
 /// Longest a shard waits for a batch of completions before it takes what has come (µs).
@@ -232,6 +234,33 @@ impl BufRing {
         })
     }
 
+    /// Asks the CPU to bring the bytes of a completion's buffer into its cache.
+    fn prefetch(&self, cqe: &cqueue::Entry) {
+        let (Some(bid), Ok(len)) = (
+            cqueue::buffer_select(cqe.flags()),
+            usize::try_from(cqe.result()),
+        ) else {
+            return;
+        };
+        if bid >= self.entries {
+            return;
+        }
+        let base = self
+            .bufs
+            .ptr
+            .as_ptr()
+            .wrapping_add(usize::from(bid) * BUF_STRIDE);
+        for at in (0..len.min(BUF_LEN)).step_by(64) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    base.wrapping_add(at).cast::<i8>(),
+                );
+            }
+        }
+    }
+
     fn leak(&mut self) {
         self.ring.leak();
         self.bufs.leak();
@@ -309,6 +338,8 @@ pub struct UringReceiver {
     setup: &'static str,
     /// Completions to wait for (batch wait), where the kernel has `IORING_FEAT_MIN_TIMEOUT`.
     coalesce: Option<usize>,
+    /// Completions taken from the queue, being handled.
+    pending: Vec<cqueue::Entry>,
 }
 
 impl UringReceiver {
@@ -348,7 +379,20 @@ impl UringReceiver {
             if cq.is_empty() {
                 break;
             }
-            for cqe in &mut cq {
+            // Taken off the queue first, so each buffer can be prefetched while the one
+            // `AHEAD` before it is handled (`--sink null --balance cpu` at 50,000
+            // datagrams/s, 2-core VM, 6 alternating runs: about 5 % less CPU, with the
+            // parse below).
+            self.pending.clear();
+            self.pending.extend(&mut cq);
+            cq.sync();
+            for cqe in &self.pending[..self.pending.len().min(AHEAD)] {
+                self.bufs.prefetch(cqe);
+            }
+            for (i, cqe) in self.pending.iter().enumerate() {
+                if let Some(next) = self.pending.get(i + AHEAD) {
+                    self.bufs.prefetch(next);
+                }
                 if cqe.user_data() != RECV_TAG {
                     continue;
                 }
@@ -369,25 +413,32 @@ impl UringReceiver {
                     failure = Some(io::Error::other("io_uring completion without a buffer"));
                     continue;
                 };
-                let lease = self.bufs.lease(bid, res as usize)?;
-                let Ok(out) = types::RecvMsgOut::parse(lease.bytes(), &self.msghdr.0) else {
+                // An unknown buffer id fails this call (after the rest are handled): the
+                // completions are off the queue now, so returning here would lose them.
+                let lease = match self.bufs.lease(bid, res as usize) {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                };
+                let Some(out) = RecvOut::parse(lease.bytes()) else {
                     self.unparsed += 1;
                     continue;
                 };
-                let control = parse_control(out.control_data());
+                let control = parse_control(out.control);
                 if let Some(d) = control.drops {
                     self.drops.note(d);
                 }
                 sink(Datagram {
-                    data: out.payload_data(),
-                    source: source_addr(out.name_data()),
-                    truncated: out.is_payload_truncated(),
+                    data: out.payload,
+                    source: source_addr(out.name),
+                    truncated: out.truncated,
                     received_us: control.received_us,
                 });
                 n += 1;
                 // `lease` drops here: the buffer goes back to the kernel.
             }
-            cq.sync();
         }
         drop(cq);
         if !self.armed {
@@ -485,6 +536,7 @@ impl Parts {
             deferred: None,
             setup: self.setup,
             coalesce,
+            pending: Vec::with_capacity(256),
         }
     }
 }
@@ -514,6 +566,48 @@ fn build_ring(cq_entries: u32) -> io::Result<(IoUring, &'static str)> {
         }
     }
     Err(first.unwrap_or_else(|| io::Error::other("io_uring_setup failed")))
+}
+
+/// One multishot recvmsg completion's buffer, split as the kernel wrote it (see the module
+/// docs): the `io_uring_recvmsg_out` header, then the source address, the control data and
+/// the payload, each cut to what the kernel reports having written.
+struct RecvOut<'a> {
+    name: &'a [u8],
+    control: &'a [u8],
+    payload: &'a [u8],
+    /// The datagram was longer than the payload room (`MSG_TRUNC`).
+    truncated: bool,
+}
+
+impl<'a> RecvOut<'a> {
+    /// What `io_uring::types::RecvMsgOut::parse` does for a buffer of our layout, inlined:
+    /// that one returns a large value through memory, and this is the shard's hottest
+    /// loop. `None` when the buffer is shorter than the header and the fixed name and control
+    /// areas (the kernel never writes less).
+    #[inline]
+    fn parse(buf: &'a [u8]) -> Option<Self> {
+        let head = buf.get(..OUT_HEADER_LEN + NAME_LEN + CONTROL_LEN)?;
+        let word = |i: usize| {
+            let w = u32::from_ne_bytes([
+                head[4 * i],
+                head[4 * i + 1],
+                head[4 * i + 2],
+                head[4 * i + 3],
+            ]);
+            w as usize
+        };
+        let (namelen, controllen, payloadlen, flags) = (word(0), word(1), word(2), word(3));
+        let name_at = OUT_HEADER_LEN;
+        let control_at = name_at + NAME_LEN;
+        let payload_at = control_at + CONTROL_LEN;
+        let payload = &buf[payload_at..];
+        Some(Self {
+            name: &head[name_at..name_at + namelen.min(NAME_LEN)],
+            control: &head[control_at..control_at + controllen.min(CONTROL_LEN)],
+            payload: &payload[..payloadlen.min(payload.len())],
+            truncated: flags & (libc::MSG_TRUNC as usize) != 0,
+        })
+    }
 }
 
 /// Converts the raw `sockaddr_in`/`sockaddr_in6` bytes the kernel wrote into a `SocketAddr`
@@ -754,6 +848,41 @@ mod tests {
         // Not a timing assertion on the path, just that 100 polls did not each wait for data.
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(rx.quiesce());
+    }
+
+    /// A completion's buffer splits at the fixed offsets, each part cut to the length the
+    /// kernel reported (the payload also to what the buffer holds); too short is `None`.
+    #[test]
+    fn splits_a_completion_buffer() {
+        let payload_at = OUT_HEADER_LEN + NAME_LEN + CONTROL_LEN;
+        let mut buf = vec![0u8; payload_at + 10];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let words = [16u32, 24, 500, libc::MSG_TRUNC as u32];
+        for (i, w) in words.iter().enumerate() {
+            buf[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        let out = RecvOut::parse(&buf).unwrap();
+        assert_eq!(out.name, &buf[OUT_HEADER_LEN..OUT_HEADER_LEN + 16]);
+        let control_at = OUT_HEADER_LEN + NAME_LEN;
+        assert_eq!(out.control, &buf[control_at..control_at + 24]);
+        assert_eq!(out.payload, &buf[payload_at..]);
+        assert!(out.truncated);
+        // Lengths past the fixed areas are cut to them; no MSG_TRUNC, not truncated.
+        let words = [1000u32, 1000, 3, 0];
+        for (i, w) in words.iter().enumerate() {
+            buf[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        let out = RecvOut::parse(&buf).unwrap();
+        assert_eq!((out.name.len(), out.control.len()), (NAME_LEN, CONTROL_LEN));
+        assert_eq!(out.payload, &buf[payload_at..payload_at + 3]);
+        assert!(!out.truncated);
+        assert!(RecvOut::parse(&buf[..payload_at])
+            .unwrap()
+            .payload
+            .is_empty());
+        assert!(RecvOut::parse(&buf[..payload_at - 1]).is_none());
     }
 
     #[test]
