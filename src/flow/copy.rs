@@ -10,7 +10,8 @@
 //! since 2000-01-01 UTC. Unsigned wire counters go to the next wider signed type, so none
 //! can overflow.
 //!
-//! No unsafe code here; [`shuffle`] (v5 tuples by SSSE3 byte shuffle) has what it needs.
+//! No unsafe code here; the private `shuffle` module (v5 tuples by SSSE3 byte shuffle) has
+//! what it needs.
 
 mod shuffle;
 
