@@ -495,6 +495,7 @@ const _: () = assert!(V5_AT[25] + 2 == V5_ROW_LEN);
 /// Where a v5 record's fields go in a [`V5Row`]: (value, record offset, bytes). Each is copied
 /// to the end of its value, which is big-endian and at least as wide: a zero-extended copy.
 /// The flow times are computed, the other values are the datagram's.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const V5_FROM_RECORD: [(usize, usize, usize); 16] = [
     (2, 0, 4),   // src_addr (after the inet head)
     (3, 4, 4),   // dst_addr
@@ -516,6 +517,7 @@ const V5_FROM_RECORD: [(usize, usize, usize); 16] = [
 
 /// For each byte of a v5 tuple (and the padding to [`shuffle::ROW`]): the record byte it
 /// holds, or [`shuffle::KEEP`] (the datagram's template byte).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const V5_SOURCE: [u8; shuffle::ROW] = {
     let mut src = [shuffle::KEEP; shuffle::ROW];
     let mut i = 0;

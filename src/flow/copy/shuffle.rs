@@ -18,6 +18,7 @@
 /// `V5_TUPLE_LEN + 1` = 247; the rest is overwritten by the next row or left past the end).
 pub(super) const ROW: usize = 256;
 /// In `V5_SOURCE`: this byte comes from the template.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) const KEEP: u8 = 0xff;
 
 // A tuple fits, and the sixteen `part!`s below write all of it.
