@@ -245,20 +245,24 @@ impl BufRing {
         if bid >= self.entries {
             return;
         }
-        let base = self
-            .bufs
-            .ptr
-            .as_ptr()
-            .wrapping_add(usize::from(bid) * BUF_STRIDE);
-        for at in (0..len.min(BUF_LEN)).step_by(64) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    base.wrapping_add(at).cast::<i8>(),
-                );
+        #[cfg(target_arch = "x86_64")]
+        {
+            let base = self
+                .bufs
+                .ptr
+                .as_ptr()
+                .wrapping_add(usize::from(bid) * BUF_STRIDE);
+            for at in (0..len.min(BUF_LEN)).step_by(64) {
+                // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        base.wrapping_add(at).cast::<i8>(),
+                    );
+                }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (bid, len);
     }
 
     fn leak(&mut self) {
@@ -299,7 +303,7 @@ impl Drop for Lease<'_> {
 }
 
 /// The `msghdr` the multishot receive was armed with: the kernel reads only its name and
-/// control lengths, and `RecvMsgOut::parse` needs the same ones.
+/// control lengths (`NAME_LEN`, `CONTROL_LEN`), the ones [`RecvOut::parse`] splits at.
 struct MsgHdr(Box<libc::msghdr>);
 
 // SAFETY: the header carries no pointers (name/control/iov are null; only lengths are set).
@@ -331,7 +335,7 @@ pub struct UringReceiver {
     drops: super::socket::DropCount,
     /// Times the multishot stopped because every buffer was out (ENOBUFS).
     exhausted: u64,
-    /// Completions `RecvMsgOut::parse` refused.
+    /// Completions [`RecvOut::parse`] refused.
     unparsed: u64,
     /// An error from a completion, reported by the next `recv` (this one delivered data).
     deferred: Option<io::Error>,
@@ -517,6 +521,8 @@ impl Parts {
 
     pub(super) fn attach(self, socket: UdpSocket) -> UringReceiver {
         let drops = super::socket::DropCount::new(&socket);
+        // Room for a whole completion queue, so draining one never allocates.
+        let cq_entries = self.ring.params().cq_entries() as usize;
         // A quarter of the buffers: the rest stay free for what arrives meanwhile.
         let coalesce = self
             .ring
@@ -536,7 +542,7 @@ impl Parts {
             deferred: None,
             setup: self.setup,
             coalesce,
-            pending: Vec::with_capacity(256),
+            pending: Vec::with_capacity(cq_entries),
         }
     }
 }
@@ -580,9 +586,10 @@ struct RecvOut<'a> {
 }
 
 impl<'a> RecvOut<'a> {
-    /// What `io_uring::types::RecvMsgOut::parse` does for a buffer of our layout, inlined:
-    /// that one returns a large value through memory, and this is the shard's hottest
-    /// loop. `None` when the buffer is shorter than the header and the fixed name and control
+    /// What `io_uring::types::RecvMsgOut::parse` does for a buffer of our layout (the same
+    /// clamps), with our fixed name and control sizes, so it is inlined into the shard's
+    /// loop (that one is another crate's, not inlined, and returns its value through
+    /// memory). `None` when the buffer is shorter than the header and the fixed name and control
     /// areas (the kernel never writes less).
     #[inline]
     fn parse(buf: &'a [u8]) -> Option<Self> {
