@@ -442,6 +442,16 @@ fn bench_copy_encode(c: &mut Criterion) {
             black_box(n)
         });
     });
+    // The writer's encoding alone, both ways in one run: value by value (other CPUs) and by
+    // byte shuffle (x86-64 with SSSE3; elsewhere this is value by value too).
+    for (name, shuffled) in [
+        ("v5_tuples_value_by_value", false),
+        ("v5_tuples_shuffled", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| nfpg::store::copy::v5_tuples_with(black_box(&v5), shuffled, &mut out));
+        });
+    }
     let mut cols = Columns::with_capacity(BATCH_FLOWS);
     g.bench_function("v5_decode_then_encode", |b| {
         b.iter(|| {

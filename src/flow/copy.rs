@@ -667,9 +667,10 @@ fn encode_v5(t: &V5Rows, from: usize, out: &mut Vec<u8>, limit: usize) -> usize 
 }
 
 /// [`encode_v5`], by byte shuffle when `shuffled` (and the CPU can), else value by value.
-/// `cargo bench --bench pipeline -- v5_rows_streamed` (2-core Xeon VM, 8,190 rows of 30-record
-/// datagrams): 12.6 ns a row value by value, 7.7 by shuffle; in the collector (`--sink null
-/// --balance cpu` at 50,000 datagrams/s, 2 alternating runs) 1.40 → 1.24 µs of CPU a datagram.
+/// `cargo bench --bench pipeline -- copy_encode/v5_tuples` (2-core Xeon VM, 8,190 rows of
+/// 30-record datagrams, one run): 12.0 ns a row value by value, 7.5 by shuffle; in the
+/// collector (`--sink null --balance cpu` at 50,000 datagrams/s, 2 alternating runs) 1.40 →
+/// 1.24 µs of CPU a datagram.
 fn encode_v5_with(
     t: &V5Rows,
     from: usize,
@@ -746,6 +747,21 @@ fn encode_v5_with(
         }
     }
     t.datagrams.len()
+}
+
+/// Encodes `t`'s tuples as [`stream`] does (a [`CHUNK`] at a time into `buf`, reused), value
+/// by value or, when `shuffled` and the CPU can, by byte shuffle; returns the bytes encoded.
+/// For the benchmark that compares the two (`copy_encode/v5_tuples_*` of `cargo bench
+/// --bench pipeline`).
+#[doc(hidden)]
+pub fn v5_tuples_with(t: &V5Rows, shuffled: bool, buf: &mut Vec<u8>) -> usize {
+    let (mut next, mut total) = (0, 0);
+    while next < t.datagrams.len() {
+        buf.clear();
+        next = encode_v5_with(t, next, buf, CHUNK, shuffled);
+        total += buf.len();
+    }
+    total
 }
 
 /// A datagram's two [`V5_SHAPE`] tuples with every record byte zero (`time_suspect` NULL,
