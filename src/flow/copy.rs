@@ -663,7 +663,8 @@ impl V5Encoding {
 /// takes `out` to `limit` bytes or more. Returns the next datagram to encode. By byte shuffle
 /// ([`shuffle`]) where the CPU can.
 fn encode_v5(t: &V5Rows, from: usize, out: &mut Vec<u8>, limit: usize) -> usize {
-    encode_v5_with(t, from, out, limit, shuffle::available())
+    // `shuffle::append` checks the CPU itself (and says when it cannot).
+    encode_v5_with(t, from, out, limit, true)
 }
 
 /// [`encode_v5`], by byte shuffle when `shuffled` (and the CPU can), else value by value.
