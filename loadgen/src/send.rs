@@ -15,6 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -22,7 +23,7 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::hostile;
-use crate::traffic::{Built, Exporter, Profile, Version, MAX_DATAGRAM};
+use crate::traffic::{Built, Exporter, Pool, Profile, Version, MAX_DATAGRAM};
 use nfpg_wire::v5::encode as v5;
 
 /// Datagrams, flows, packets and bytes: what every counter in the report adds up.
@@ -113,6 +114,8 @@ pub struct Plan {
     /// Every k-th datagram of each exporter is built but not sent; 0 = never.
     pub drop_every: u64,
     pub source_mode: SourceMode,
+    /// Records in the replayed [`Pool`]; 0 = every record drawn as it goes out.
+    pub pool: usize,
     pub profile: Profile,
 }
 
@@ -221,6 +224,8 @@ pub fn run(plan: &Plan, addrs: &[IpAddr], hostile: Option<&hostile::Plan>) -> Re
         }
     }
     let batch = plan.batch.clamp(1, 1024);
+    // Drawn before the clock starts, so the first datagrams are not late.
+    let pool = (plan.pool > 0).then(|| Arc::new(Pool::draw(plan.profile.seed, plan.pool)));
     let started = SystemTime::now();
     let started_ms = unix_ms(started);
     let n = addrs.len() as u64;
@@ -228,7 +233,10 @@ pub fn run(plan: &Plan, addrs: &[IpAddr], hostile: Option<&hostile::Plan>) -> Re
     let mut per_thread: Vec<Vec<Lane>> = (0..threads).map(|_| Vec::new()).collect();
     let mut victims = Vec::new();
     for (i, &addr) in addrs.iter().enumerate() {
-        let state = Exporter::new(&plan.profile, i, started_ms);
+        let mut state = Exporter::new(&plan.profile, i, started_ms);
+        if let Some(pool) = &pool {
+            state.replay(pool.clone(), plan.profile.seed);
+        }
         let quota = match plan.count {
             Some(c) => c / n + u64::from((i as u64) < c % n),
             None => u64::MAX,

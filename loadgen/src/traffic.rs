@@ -8,6 +8,13 @@
 //!
 //! The same records go out as NetFlow v5 or, through [`crate::templated`], as NetFlow v9 or
 //! IPFIX: the random stream does not depend on the format, so neither do the totals.
+//!
+//! Drawing a record costs about 120 ns (a dozen random draws, five `exp`), about 3.8 µs of
+//! CPU per 30-flow datagram: at 24,000 datagrams/s that is 5 % of a 2-core machine taken from
+//! the collector and PostgreSQL under test. So by default the sender draws a [`Pool`] of
+//! records before it starts and replays it, each exporter from its own place in it, with the
+//! flow times re-stamped against the exporter's uptime (`--pool 0` draws every record as it
+//! goes out).
 
 #![forbid(unsafe_code)]
 
@@ -279,6 +286,39 @@ pub fn record(rng: &mut Rng, uptime: u32) -> v5::Record {
     }
 }
 
+/// Records drawn once, before sending, for every exporter to replay: see the module docs.
+/// Their `first` and `last` are offsets from uptime 0 (what [`record`] gives for uptime 0),
+/// so adding an uptime (wrapping) gives what [`record`] would have drawn for that uptime.
+#[derive(Debug)]
+pub struct Pool {
+    records: Vec<v5::Record>,
+}
+
+/// Mixed into the seed for the pool's random stream, so it is not any exporter's.
+const POOL_SALT: u64 = 0x706f_6f6c_5eed_0001;
+
+impl Pool {
+    /// `n` records (at least 1) drawn from `seed`.
+    pub fn draw(seed: u64, n: usize) -> Self {
+        let mut rng = Rng::new(seed ^ POOL_SALT);
+        Pool {
+            records: (0..n.max(1)).map(|_| record(&mut rng, 0)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Record `at` (mod the pool's size) re-stamped for `uptime`.
+    fn at(&self, at: usize, uptime: u32) -> v5::Record {
+        let mut r = self.records[at % self.records.len()];
+        r.first = r.first.wrapping_add(uptime);
+        r.last = r.last.wrapping_add(uptime);
+        r
+    }
+}
+
 /// The sys_uptime at wall clock `now_ms` of an exporter whose uptime read `uptime_at_zero`
 /// at `clock_zero_ms` (wrapping like a real 32-bit counter).
 pub fn uptime_at(uptime_at_zero: u32, clock_zero_ms: u64, now_ms: u64) -> u32 {
@@ -321,6 +361,8 @@ pub struct Exporter {
     pub template_datagrams: u64,
     templated: Option<Templated>,
     rng: Rng,
+    /// The pool this exporter replays and its place in it; `None` draws every record.
+    replay: Option<(std::sync::Arc<Pool>, usize)>,
 }
 
 /// What every exporter shares.
@@ -361,6 +403,7 @@ impl Exporter {
             template_datagrams: 0,
             templated: None,
             rng,
+            replay: None,
         };
         e.templated = profile.version.templated().map(|format| Templated {
             format,
@@ -391,8 +434,24 @@ impl Exporter {
         uptime_at(self.uptime_at_zero, self.clock_zero_ms, now_ms)
     }
 
+    /// Replays `pool` from now on instead of drawing records, starting at a place that
+    /// depends only on the seed and this exporter's number (so exporters do not send the same
+    /// records side by side, and the same seed gives the same datagrams).
+    pub fn replay(&mut self, pool: std::sync::Arc<Pool>, seed: u64) {
+        let mut sm = seed ^ (self.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let start = (splitmix64(&mut sm) % pool.len() as u64) as usize;
+        self.replay = Some((pool, start));
+    }
+
     fn record(&mut self, uptime: u32) -> v5::Record {
-        record(&mut self.rng, uptime)
+        match &mut self.replay {
+            Some((pool, at)) => {
+                let r = pool.at(*at, uptime);
+                *at = (*at + 1) % pool.len();
+                r
+            }
+            None => record(&mut self.rng, uptime),
+        }
     }
 
     /// Builds this exporter's next datagram for wall clock `now_ms` into `out` (at least
@@ -591,6 +650,58 @@ mod tests {
             (u32::MAX - 10).wrapping_add(30),
             "seq wraps"
         );
+    }
+
+    /// A pool's records re-stamped for an uptime are the records drawn for that uptime from
+    /// the pool's stream, near a wrap of the uptime too; exporters replay it in turn from
+    /// their own places, and their datagrams' totals are those records'.
+    #[test]
+    fn pool_replays_what_was_drawn() {
+        let pool = Pool::draw(9, 100);
+        for uptime in [0u32, 123_456, u32::MAX - 1_000] {
+            let mut rng = Rng::new(9 ^ POOL_SALT);
+            for k in 0..100 {
+                assert_eq!(
+                    pool.at(k, uptime),
+                    record(&mut rng, uptime),
+                    "{k} @ {uptime}"
+                );
+            }
+        }
+        let pool = std::sync::Arc::new(pool);
+        let (mut a, mut b) = (
+            Exporter::new(&profile(9), 0, 1_000_000),
+            Exporter::new(&profile(9), 1, 1_000_000),
+        );
+        a.replay(pool.clone(), 9);
+        b.replay(pool.clone(), 9);
+        let (sa, sb) = (a.replay.as_ref().unwrap().1, b.replay.as_ref().unwrap().1);
+        assert_ne!(sa, sb, "exporters start at different places");
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for d in 0..5 {
+            let now = 1_000_000 + 10 * d as u64;
+            let uptime = a.uptime_at(now);
+            let built = a.build(&mut buf, 30, now);
+            let want: Vec<v5::Record> = (0..30).map(|i| pool.at(sa + 30 * d + i, uptime)).collect();
+            assert_eq!(
+                built.packets,
+                want.iter().map(|r| u64::from(r.packets)).sum::<u64>()
+            );
+            assert_eq!(
+                built.bytes,
+                want.iter().map(|r| u64::from(r.octets)).sum::<u64>()
+            );
+            for (i, r) in want.iter().enumerate() {
+                let mut one = [0u8; v5::RECORD_LEN];
+                v5::write_record(&mut one, r);
+                let at = v5::HEADER_LEN + i * v5::RECORD_LEN;
+                assert_eq!(
+                    &buf[at..at + v5::RECORD_LEN],
+                    &one[..],
+                    "datagram {d} record {i}"
+                );
+            }
+        }
     }
 
     #[test]
