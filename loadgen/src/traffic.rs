@@ -2,9 +2,9 @@
 //!
 //! Owns the per-exporter state that the wire format needs (flow sequence, uptime clock,
 //! engine id) and the field distributions (Zipf-like addresses and ports, a TCP/UDP/ICMP mix,
-//! small-skewed packet counts). Everything comes from a seeded xoshiro256** generator per
-//! exporter, so the same seed gives the same datagrams for the same clock readings, no matter
-//! how exporters are spread over threads. `send` owns the clock and the sockets.
+//! small-skewed packet counts). Everything comes from seeded xoshiro256** generators (one per
+//! exporter, one for the [`Pool`]), so the same seed gives the same datagrams for the same
+//! clock readings, no matter how exporters are spread over threads. `send` owns the clock and the sockets.
 //!
 //! The same records go out as NetFlow v5 or, through [`crate::templated`], as NetFlow v9 or
 //! IPFIX: the random stream does not depend on the format, so neither do the totals.
