@@ -4,7 +4,8 @@
 //! engine id) and the field distributions (Zipf-like addresses and ports, a TCP/UDP/ICMP mix,
 //! small-skewed packet counts). Everything comes from seeded xoshiro256** generators (one per
 //! exporter, one for the [`Pool`]), so the same seed gives the same datagrams for the same
-//! clock readings, no matter how exporters are spread over threads. `send` owns the clock and the sockets.
+//! clock readings, no matter how exporters are spread over threads. `send` owns the clock and
+//! the sockets.
 //!
 //! The same records go out as NetFlow v5 or, through [`crate::templated`], as NetFlow v9 or
 //! IPFIX: the random stream does not depend on the format, so neither do the totals.
