@@ -97,7 +97,9 @@ counters! {
         left_at_stop,
         /// Receive calls that failed (logged; the shard retries after a pause).
         receive_errors,
-        /// Times io_uring found every receive buffer in use and the receive was re-armed.
+        /// Times io_uring found every receive buffer in use and the receive was re-armed. The
+        /// datagrams wait in the socket buffer meanwhile (kernel_drops counts any it cannot
+        /// hold), so a steady count under load is normal, not loss.
         ring_exhausted,
         /// io_uring completions whose message header could not be parsed (datagram lost).
         unparsed_completions,
