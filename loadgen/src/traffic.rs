@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use nfpg_wire::v5::encode as v5;
 
 use crate::templated::{self as tpl, Format, TemplateSets};
@@ -363,7 +365,7 @@ pub struct Exporter {
     templated: Option<Templated>,
     rng: Rng,
     /// The pool this exporter replays and its place in it; `None` draws every record.
-    replay: Option<(std::sync::Arc<Pool>, usize)>,
+    replay: Option<(Arc<Pool>, usize)>,
 }
 
 /// What every exporter shares.
@@ -438,7 +440,7 @@ impl Exporter {
     /// Replays `pool` from now on instead of drawing records, starting at a place that
     /// depends only on the seed and this exporter's number (so exporters do not send the same
     /// records side by side, and the same seed gives the same datagrams).
-    pub fn replay(&mut self, pool: std::sync::Arc<Pool>, seed: u64) {
+    pub fn replay(&mut self, pool: Arc<Pool>, seed: u64) {
         let mut sm = seed ^ (self.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let start = (splitmix64(&mut sm) % pool.len() as u64) as usize;
         self.replay = Some((pool, start));
@@ -669,7 +671,7 @@ mod tests {
                 );
             }
         }
-        let pool = std::sync::Arc::new(pool);
+        let pool = Arc::new(pool);
         let (mut a, mut b) = (
             Exporter::new(&profile(9), 0, 1_000_000),
             Exporter::new(&profile(9), 1, 1_000_000),
