@@ -23,9 +23,9 @@ rate:
 
 from __future__ import annotations
 
-import math
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -225,6 +225,7 @@ class Step:
     other: float | None = None
     note: str = ""
     db: str = ""
+    parts: list[Path] = field(default_factory=list)  # its rows, exported (see nfpg_ramp)
 
     @property
     def kept_up(self) -> bool:
@@ -349,25 +350,43 @@ def nfpg_pg_step(pg, work: Path, rate: int, duration: float, seed: int, tag: str
 
 
 def nfpg_ramp(pg, work: Path, rates: list[int], duration: float, version: int = 5,
-              extra: list[str] | None = None, label: str = "r") -> list[Step]:
-    """Rising rates until a step does not keep up; keeps the database of the highest step
-    that kept up (the COPY limit reuses its rows)."""
+              extra: list[str] | None = None, label: str = "r", parts: int = 0) -> list[Step]:
+    """Rising rates until a step does not keep up. Every step's database is dropped before
+    the next step starts, as the COPY limit truncates its table before each repeat: on a VM
+    that returns freed memory to its host, a step that writes into memory nothing freed just
+    before pays the host's page faults (see `page_costs`), and a ramp that kept the previous
+    step's database ran into them where the COPY limit did not.
+
+    parts > 0: each step that kept up has its rows exported first (`export_rows`, into
+    `parts` files, replacing the previous such step's), so the COPY limit and the layouts can
+    load the capacity step's rows after its database is gone."""
     steps: list[Step] = []
+    kept: Step | None = None
     for i, rate in enumerate(rates, 1):
         E.log(f"nfpg -> PostgreSQL (v{version}{' ' + ' '.join(extra) if extra else ''}): "
               f"{rate} datagrams/s for {duration:.0f}s")
         st = nfpg_pg_step(pg, work, rate, duration, seed=i, tag=f"{label}{i}", version=version,
-                          extra=extra, keep_db=True)
+                          extra=extra, keep_db=parts > 0)
         steps.append(st)
-        for old in steps[:-1]:
-            if old.db and st.kept_up:
-                pg.query(f"DROP DATABASE IF EXISTS {old.db}")
-                old.db = ""
-        if not st.kept_up:
+        if st.db:
+            if st.kept_up:
+                st.parts = export_rows(pg, st.db, parts, pg.files / f"{label}{i}")
+                if kept:
+                    drop_parts(kept)
+                kept = st
             pg.query(f"DROP DATABASE IF EXISTS {st.db}")
             st.db = ""
+        if not st.kept_up:
             break
     return steps
+
+
+def drop_parts(st: Step) -> None:
+    for f in st.parts:
+        f.unlink(missing_ok=True)
+    if st.parts:
+        shutil.rmtree(st.parts[0].parent, ignore_errors=True)
+    st.parts = []
 
 
 def capacity(steps: list[Step]) -> Step | None:
@@ -521,34 +540,70 @@ class CopyRun:
         return statistics.median(self.rates) if self.secs else 0.0
 
 
-def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int) -> list[CopyRun]:
-    """PostgreSQL's own binary COPY of every row nfpg stored at its capacity step, into the
+def export_rows(pg, db: str, parts: int, dest: Path) -> list[Path]:
+    """Every row of db's netflow.flows, nfpg's v5 COPY columns, in binary COPY files split by
+    row number (part k holds rows k, k + parts, …), written by the server into dest."""
+    cols = E.V5_COPY_COLUMNS
+    dest.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(dest, "postgres")
+    src = "(SELECT *, row_number() OVER () AS nfpg_rn FROM netflow.flows) AS f"
+    files: list[Path] = []
+    for k in range(parts):
+        path = dest / f"copy-part-{k}.bin"
+        where = "" if parts == 1 else f"WHERE f.nfpg_rn % {parts} = {k}"
+        pg.query(f"COPY (SELECT {cols} FROM {src} {where}) TO '{path}' (FORMAT binary)", db=db)
+        os.chmod(path, 0o644)
+        files.append(path)
+    return files
+
+
+def copy_parts(pg, db: str, files: list[Path], streams: int) -> list[subprocess.Popen]:
+    """psql clients loading the files into db's netflow.flows: stream k of n loads files
+    k, k + n, … one after the other in one session."""
+    cols = E.V5_COPY_COLUMNS
+    procs = []
+    for k in range(streams):
+        cmd = pg.psql_cmd(db)
+        for f in files[k::streams]:
+            cmd += ["-c", f"\\copy netflow.flows ({cols}) FROM '{f}' (FORMAT binary)"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return procs
+
+
+def load_parts(pg, db: str, files: list[Path], rows: int) -> None:
+    """A fresh database db made by `nfpg migrate`, holding the exported rows (untimed)."""
+    pg.query(f"CREATE DATABASE {db}")
+    E.run([str(E.NFPG), "migrate", "--database-url", pg.url(db)], timeout=120)
+    wait_copies(copy_parts(pg, db, files, 1), db, 1)
+    got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
+    if got != rows:
+        raise E.BenchError(f"{db}: loaded {got} rows, expected {rows}")
+
+
+def wait_copies(procs: list[subprocess.Popen], db: str, n: int) -> None:
+    errs = [p.communicate(timeout=1800)[1] for p in procs]
+    if any(p.returncode for p in procs):
+        raise E.BenchError(f"COPY into {db} with {n} streams failed: {errs}")
+
+
+def copy_limit(pg, files: list[Path], rows: int, streams_list: list[int], repeats: int,
+               db: str = "copylimit", keep: bool = False) -> list[CopyRun]:
+    """PostgreSQL's own binary COPY of every row nfpg stored at its capacity step (the files
+    nfpg_ramp exported, as many as the least common multiple of the stream counts), into the
     same table (a fresh database migrated by `nfpg migrate`) with the column list of nfpg's v5
     COPY, from psql clients over the same unix socket: 1 stream, and as many as nfpg's writers.
     Wall time from the first client's start to the last one's exit.
 
     All the step's rows, not a sample: PostgreSQL's cost per row grows with what the load has
     already written (the table outgrows shared buffers, COPY's ring writes its own pages), so a
-    shorter load measures a higher limit than the one nfpg's step ran into. The rows are
-    exported once, split by row number into one file per part (as many parts as the least
-    common multiple of the stream counts); stream k of n loads parts k, k+n, … one after the
-    other in one psql session."""
-    cols = E.V5_COPY_COLUMNS
-    rows = int(pg.query("SELECT count(*) FROM netflow.flows", db=src_db))
-    parts = math.lcm(*streams_list)
-    src = f"(SELECT *, row_number() OVER () AS nfpg_rn FROM netflow.flows) AS f"
-    files: list[Path] = []
-    for k in range(parts):
-        path = pg.files / f"copy-part-{k}.bin"
-        where = "" if parts == 1 else f"WHERE f.nfpg_rn % {parts} = {k}"
-        pg.query(f"COPY (SELECT {cols} FROM {src} {where}) TO '{path}' (FORMAT binary)",
-                 db=src_db)
-        os.chmod(path, 0o644)
-        files.append(path)
+    shorter load measures a higher limit than the one nfpg's step ran into.
+
+    keep: leave db with the last repeat's rows (the layouts read them); the caller drops it."""
     results = []
-    db = "copylimit"
     pg.query(f"CREATE DATABASE {db}")
     E.run([str(E.NFPG), "migrate", "--database-url", pg.url(db)], timeout=120)
+    ok = False
     try:
         for n in streams_list:
             cr = CopyRun(n, rows)
@@ -557,18 +612,10 @@ def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int) -> list[C
                 pg.query("CHECKPOINT", db=db)
                 p0 = tree_ticks(pg.postmaster)
                 t0 = time.monotonic()
-                procs = []
-                for k in range(n):
-                    cmd = pg.psql_cmd(db)
-                    for f in files[k::n]:
-                        cmd += ["-c", f"\\copy netflow.flows ({cols}) FROM '{f}' (FORMAT binary)"]
-                    procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                                  stderr=subprocess.PIPE))
-                errs = [p.communicate(timeout=1800)[1] for p in procs]
+                procs = copy_parts(pg, db, files, n)
+                wait_copies(procs, db, n)
                 secs = time.monotonic() - t0
                 cr.pg_cpu.append((tree_ticks(pg.postmaster) - p0) / HZ)
-                if any(p.returncode for p in procs):
-                    raise E.BenchError(f"COPY with {n} streams failed: {errs}")
                 got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
                 if got != rows:
                     raise E.BenchError(f"COPY with {n} streams: {got} rows, expected {rows}")
@@ -576,10 +623,10 @@ def copy_limit(pg, src_db: str, streams_list: list[int], repeats: int) -> list[C
                 E.log(f"  COPY {n} stream(s): {rows} rows in {secs:.2f}s = "
                       f"{rows / secs:,.0f} rows/s")
             results.append(cr)
+        ok = True
     finally:
-        pg.query(f"DROP DATABASE {db}")
-        for f in files:
-            f.unlink(missing_ok=True)
+        if not (ok and keep):
+            pg.query(f"DROP DATABASE {db}")
     return results
 
 
@@ -599,6 +646,7 @@ class CpuRun:
     # nfcapd: CPU of its main thread (the one that receives and decodes); the rest is its
     # other threads' (the one that writes the nfdump files).
     main_cpu_s: float | None = None
+    file_bytes: int = 0            # nfcapd: what it wrote
 
     @property
     def us_per_dgram(self) -> float:
@@ -665,7 +713,9 @@ def cpu_nfcapd(work: Path, rate: int, duration: float, seed: int, tag: str) -> C
     r.sent_dgrams, r.sent_flows = lg["sent"]["datagrams"], lg["sent"]["flows"]
     r.achieved_dps = E.sent_rate(lg)
     r.got_flows = E.nfdump_flows(flowdir)
-    E.log(f"  nfcapd @ {rate}: {r.us_per_dgram:.2f} us/dgram, {r.got_flows}/{r.sent_flows}")
+    r.file_bytes = sum(f.stat().st_size for f in flowdir.rglob("*") if f.is_file())
+    E.log(f"  nfcapd @ {rate}: {r.us_per_dgram:.2f} us/dgram, {r.got_flows}/{r.sent_flows}, "
+          f"{r.file_bytes} bytes of files")
     E.shutil.rmtree(flowdir, ignore_errors=True)
     return r
 
@@ -761,7 +811,12 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
       f"bytes with what was sent. **Exact** = equal for every exporter. Each step starts "
       f"with a fresh database and a CHECKPOINT, as each COPY-limit repeat does (a step writes "
       f"gigabytes of WAL: without it, the checkpoint a previous step started lands in the "
-      f"next).")
+      f"next), and right after the previous step's database was dropped, as each COPY-limit "
+      f"repeat starts right after its table was truncated (the ramp exports a step's rows "
+      f"first if it kept up, for the COPY limit): on this VM a page of a new file costs far "
+      f"more CPU when nothing was freed just before (see *new file pages* under Machine); in an "
+      f"A/B on this machine, steps that kept the previous step's database (as runs before this "
+      f"one did) cost PostgreSQL 2.24–2.28 µs per row, steps after it was dropped 1.78–1.84.")
     a(f"- **Drain** = time from the end of sending to the last row stored: nfpg's own "
       f"`rows_written + rows_replayed` counters scraped every {POLL} s; nfacctd's table's insert "
       f"counter in PostgreSQL's statistics, polled every 0.25 s. **Kept up** = exact and drain "
@@ -820,7 +875,8 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     step_table(a, steps)
     a("### PostgreSQL's own binary COPY (the database path's limit)")
     a("")
-    a("Every row nfpg stored at its capacity step, exported with `COPY (SELECT <nfpg's v5 COPY "
+    a("Every row nfpg stored at its capacity step, exported (right after the step, before its "
+      "database was dropped) with `COPY (SELECT <nfpg's v5 COPY "
       "columns> …) TO … (FORMAT binary)` into parts split by row number, then loaded by "
       "`psql -c '\\copy netflow.flows (…) FROM part (FORMAT binary)'` clients in parallel (a "
       "stream loads its share of the parts one after the other in one session) into a fresh "
@@ -900,6 +956,11 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
                 a(f"nfcapd's receive thread alone: mean {statistics.mean(recv):.2f} µs per "
                   "datagram; the rest of its cost is writing the files (it varies most between "
                   "runs). Issue 12 asks for ≤ 3 µs and ≤ 0.4 × nfcapd.")
+                a("")
+                fb = [r.file_bytes / max(r.sent_flows, 1) for r in cpu
+                      if r.collector == "nfcapd" and r.file_bytes]
+                if fb:
+                    a(f"nfcapd wrote {statistics.mean(fb):.1f} bytes of files per flow.")
                 a("")
     a("### Scaling: shards and writers")
     a("")

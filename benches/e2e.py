@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
@@ -909,7 +910,44 @@ def nfdump_flows(flowdir: Path) -> int:
 # --------------------------------------------------------------------------- report
 
 
-def machine_info(pg_version: str) -> list[tuple[str, str]]:
+_CHUNK = b"\0" * (1 << 16)
+
+
+def _write_pages(fds: list[int], size: int) -> float:
+    """Writes `size` bytes to each of fds, interleaved in 64 KiB chunks; CPU (user + system)
+    µs per 4 KiB page written."""
+    c0 = time.process_time()
+    for _ in range(size // len(_CHUNK)):
+        for fd in fds:
+            os.write(fd, _CHUNK)
+    return (time.process_time() - c0) * 1e6 / (len(fds) * size / 4096)
+
+
+def page_costs(where: Path, size: int = 1 << 30) -> tuple[float, float]:
+    """CPU (µs per 4 KiB page, the writer's user + system time) of writing a new file of
+    `size` bytes: (into memory nothing freed just before, right after a file of that size was
+    deleted). On a VM that returns free memory to its host (free page reporting) the first
+    touches pages the host must fault back in; on bare metal the two are alike. The deleted
+    file was written interleaved with another, as PostgreSQL writes a table and its WAL."""
+    paths = [where / f"page-cost-{k}" for k in range(4)]
+    fds = {p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths}
+    prev, other, fresh_file, after_file = paths
+    try:
+        _write_pages([fds[prev], fds[other]], size)   # a previous load: two files, interleaved
+        time.sleep(2)
+        fresh = _write_pages([fds[fresh_file]], size)
+        os.close(fds.pop(prev))
+        prev.unlink()
+        recycled = _write_pages([fds[after_file]], size)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+        for p in paths:
+            p.unlink(missing_ok=True)
+    return fresh, recycled
+
+
+def machine_info(pg_version: str, pages: tuple[float, float] | None = None) -> list[tuple[str, str]]:
     cpu = "?"
     try:
         for line in open("/proc/cpuinfo"):
@@ -946,7 +984,10 @@ def machine_info(pg_version: str) -> list[tuple[str, str]]:
         ("nfpg commit", ver(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"])),
         ("nfcapd", ver(["nfcapd", "-V"])),
         ("nfacctd", ver(["nfacctd", "-V"])),
-    ]
+    ] + ([("new file pages, CPU per 4 KiB page",
+           f"{pages[0]:.2f} µs into memory nothing freed just before; {pages[1]:.2f} µs right "
+           "after a file of the same size was deleted (`page_costs` in benches/e2e.py)")]
+         if pages else [])
 
 
 def fmt(n: float) -> str:
@@ -1221,17 +1262,25 @@ def main() -> int:
         pg.start()
         cfg["pg_settings"] = pg.settings
         log(f"PostgreSQL {pg.version} up, socket in {pg.sock}")
-        info = machine_info(pg.version)
+        pages = page_costs(work)
+        log(f"new file pages: {pages[0]:.2f} us (nothing freed before), {pages[1]:.2f} us "
+            "(right after a delete) of CPU per 4 KiB page")
+        info = machine_info(pg.version, pages)
         cap = None
         if "nfpg" in only:
-            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur)
+            # The COPY limit's parts: the least common multiple of its stream counts.
+            copy_streams = sorted({1, 2, cfg["nfpg_writers"]})
+            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur, parts=math.lcm(*copy_streams))
             cap = capacity.capacity(sec["steps"])
             if "limit" in only or "layout" in only:
-                if cap and cap.db:
+                if cap and cap.parts:
+                    rows_db = ""   # a database holding the capacity step's rows, for the layouts
                     if "limit" in only:
                         try:
-                            sec["copies"] = capacity.copy_limit(pg, cap.db, sorted({1, 2, cfg["nfpg_writers"]}),
-                                                                copy_repeats)
+                            sec["copies"] = capacity.copy_limit(pg, cap.parts, cap.stored_flows,
+                                                                copy_streams, copy_repeats,
+                                                                keep="layout" in only)
+                            rows_db = "copylimit" if "layout" in only else ""
                         except BenchError as e:
                             cfg["copy_err"] = f"COPY limit failed: {e}"
                             log(cfg["copy_err"])
@@ -1241,18 +1290,21 @@ def main() -> int:
                             if ", ".join(layout.V5_COPY_COLUMNS) != V5_COPY_COLUMNS:
                                 raise BenchError("layout.V5_COPY_COLUMNS differs from nfpg "
                                                  f"describe's v5_copy_columns: {V5_COPY_COLUMNS}")
-                            sec["layouts"] = layout.bench_layouts(pg, cap.db, layout_rows,
+                            if not rows_db:
+                                rows_db = "layoutsrc"
+                                capacity.load_parts(pg, rows_db, cap.parts, cap.stored_flows)
+                            sec["layouts"] = layout.bench_layouts(pg, rows_db, layout_rows,
                                                                   layout_repeats, log,
                                                                   other=OTHER.between)
                         except (BenchError, ImportError) as e:
                             cfg["layout_err"] = f"layout section failed: {e}"
                             log(cfg["layout_err"])
+                    if rows_db:
+                        pg.query(f"DROP DATABASE IF EXISTS {rows_db}")
                 else:
                     cfg["copy_err"] = "COPY limit: nfpg had no step that kept up"
             for s in sec["steps"]:
-                if s.db:
-                    pg.query(f"DROP DATABASE IF EXISTS {s.db}")
-                    s.db = ""
+                capacity.drop_parts(s)
 
         if "nfacctd" in only:
             if shutil.which("nfacctd") is None:
