@@ -835,10 +835,13 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     a("")
     a("| | flows/s | method |")
     a("|---|---|---|")
+    # No step failed: the ramp's highest rate is a lower bound, not the capacity itself.
+    at_least = bool(cap and steps and steps[-1] is cap)
     if cap:
-        a(f"| nfpg capacity (v5) | {fmt(cap.sent_fps)} | highest step kept up: {fmt(cap.rate)} "
-          f"datagrams/s offered, {fmt(cap.stored_flows)} flows stored exactly, drain "
-          f"{cap.drain:.1f} s; throughput {fmt(cap.throughput)} |")
+        a(f"| nfpg capacity (v5) | {'≥ ' if at_least else ''}{fmt(cap.sent_fps)} | "
+          f"{'the ramp’s highest step, and no step failed' if at_least else 'highest step kept up'}: "
+          f"{fmt(cap.rate)} datagrams/s offered, {fmt(cap.stored_flows)} flows stored exactly, "
+          f"drain {cap.drain:.1f} s; throughput {fmt(cap.throughput)} |")
     else:
         a("| nfpg capacity (v5) | – | no step kept up |")
     for c in copies:
@@ -856,8 +859,11 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
     a("")
     if cap and copy_n:
         ratio = cap.sent_fps / copy_n.median
-        a(f"**nfpg's capacity is {ratio:.0%} of PostgreSQL's own binary COPY with the same number "
-          f"of streams ({n_writers}) into the same table** (issue 12 asks for at least 95 %). "
+        a(f"**nfpg's capacity is {'at least ' if at_least else ''}{ratio:.0%} of PostgreSQL's "
+          f"own binary COPY with the same number of streams ({n_writers}) into the same "
+          f"table** (issue 12 asks for at least 95 %"
+          + ("; no step of the ramp failed, so the ramp's highest rate is a lower bound" if at_least else "")
+          + "). "
           "The COPY runs had the machine to themselves; nfpg's steps share the cores with the "
           "load source and nfpg itself"
           + (f"; with 1 stream COPY reached {fmt(copy_1.median)} rows/s" if copy_1 else "") + ".")
