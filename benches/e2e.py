@@ -923,31 +923,38 @@ def _write_pages(fds: list[int], size: int) -> float:
     return (time.process_time() - c0) * 1e6 / (len(fds) * size / 4096)
 
 
-def page_costs(where: Path, size: int = 1 << 30) -> tuple[float, float]:
-    """CPU (µs per 4 KiB page, the writer's user + system time) of writing a new file of
-    `size` bytes: (into memory nothing freed just before, right after a file of that size was
-    deleted). On a VM that returns free memory to its host (free page reporting) the first
-    touches pages the host must fault back in; on bare metal the two are alike. The deleted
-    file was written interleaved with another, as PostgreSQL writes a table and its WAL."""
-    paths = [where / f"page-cost-{k}" for k in range(4)]
+def page_costs(where: Path, size: int = 1 << 30, most: int = 4) -> tuple[float, float, int]:
+    """CPU (µs per 4 KiB page, the writer's user + system time) of writing new files:
+    (into memory nothing freed just before, right after a file of `size` bytes was deleted,
+    GiB written before the first figure's). On a VM that returns free memory to its host (free
+    page reporting) the first touches pages the host must fault back in; on bare metal the two
+    are alike. The deleted file was written interleaved with another, as PostgreSQL writes a
+    table and its WAL. Memory freed before this function (a previous run's files) is used up
+    first: files of `size` are written one after the other, at most `most`, until one costs 3×
+    the recycled figure; the first figure is the last of them."""
+    paths = [where / f"page-cost-{k}" for k in range(3 + most)]
     fds = {p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths}
-    prev, other, fresh_file, after_file = paths
+    prev, other, after, *fresh_files = paths
     try:
         _write_pages([fds[prev], fds[other]], size)   # a previous load: two files, interleaved
-        time.sleep(2)
-        fresh = _write_pages([fds[fresh_file]], size)
         os.close(fds.pop(prev))
         prev.unlink()
-        recycled = _write_pages([fds[after_file]], size)
+        recycled = _write_pages([fds[after]], size)
+        fresh, before = recycled, 0
+        for f in fresh_files:
+            fresh = _write_pages([fds[f]], size)
+            if fresh >= 3 * recycled:
+                break
+            before += size >> 30
     finally:
         for fd in fds.values():
             os.close(fd)
         for p in paths:
             p.unlink(missing_ok=True)
-    return fresh, recycled
+    return fresh, recycled, before
 
 
-def machine_info(pg_version: str, pages: tuple[float, float] | None = None) -> list[tuple[str, str]]:
+def machine_info(pg_version: str, pages: tuple[float, float, int] | None = None) -> list[tuple[str, str]]:
     cpu = "?"
     try:
         for line in open("/proc/cpuinfo"):
@@ -985,8 +992,9 @@ def machine_info(pg_version: str, pages: tuple[float, float] | None = None) -> l
         ("nfcapd", ver(["nfcapd", "-V"])),
         ("nfacctd", ver(["nfacctd", "-V"])),
     ] + ([("new file pages, CPU per 4 KiB page",
-           f"{pages[0]:.2f} µs into memory nothing freed just before; {pages[1]:.2f} µs right "
-           "after a file of the same size was deleted (`page_costs` in benches/e2e.py)")]
+           f"{pages[0]:.2f} µs into memory nothing freed just before (after {pages[2]} GiB of "
+           f"such writes); {pages[1]:.2f} µs right after a 1 GiB file was deleted (`page_costs` "
+           "in benches/e2e.py)")]
          if pages else [])
 
 
@@ -1263,8 +1271,8 @@ def main() -> int:
         cfg["pg_settings"] = pg.settings
         log(f"PostgreSQL {pg.version} up, socket in {pg.sock}")
         pages = page_costs(work)
-        log(f"new file pages: {pages[0]:.2f} us (nothing freed before), {pages[1]:.2f} us "
-            "(right after a delete) of CPU per 4 KiB page")
+        log(f"new file pages: {pages[0]:.2f} us (nothing freed before, after {pages[2]} GiB), "
+            f"{pages[1]:.2f} us (right after a delete) of CPU per 4 KiB page")
         info = machine_info(pg.version, pages)
         cap = None
         if "nfpg" in only:
