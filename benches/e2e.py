@@ -1278,9 +1278,11 @@ def main() -> int:
         if "nfpg" in only:
             # The COPY limit's parts: the least common multiple of its stream counts.
             copy_streams = sorted({1, 2, cfg["nfpg_writers"]})
-            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur, parts=math.lcm(*copy_streams))
+            wants_rows = "limit" in only or "layout" in only
+            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur,
+                                              parts=math.lcm(*copy_streams) if wants_rows else 0)
             cap = capacity.capacity(sec["steps"])
-            if "limit" in only or "layout" in only:
+            if wants_rows:
                 if cap and cap.parts:
                     rows_db = ""   # a database holding the capacity step's rows, for the layouts
                     if "limit" in only:
