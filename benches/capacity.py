@@ -571,20 +571,22 @@ def copy_parts(pg, db: str, files: list[Path], streams: int) -> list[subprocess.
     return procs
 
 
-def load_parts(pg, db: str, files: list[Path], rows: int) -> None:
-    """A fresh database db made by `nfpg migrate`, holding the exported rows (untimed)."""
+def migrated_db(pg, db: str) -> None:
+    """A fresh database db with nfpg's tables, made by `nfpg migrate`."""
     pg.query(f"CREATE DATABASE {db}")
     E.run([str(E.NFPG), "migrate", "--database-url", pg.url(db)], timeout=120)
-    wait_copies(copy_parts(pg, db, files, 1), db, 1)
-    got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
-    if got != rows:
-        raise E.BenchError(f"{db}: loaded {got} rows, expected {rows}")
 
 
-def wait_copies(procs: list[subprocess.Popen], db: str, n: int) -> None:
+def load_parts(pg, db: str, files: list[Path], streams: int, rows: int) -> None:
+    """Loads the files into db's netflow.flows with `streams` psql clients (copy_parts) and
+    checks that it then holds `rows` rows."""
+    procs = copy_parts(pg, db, files, streams)
     errs = [p.communicate(timeout=1800)[1] for p in procs]
     if any(p.returncode for p in procs):
-        raise E.BenchError(f"COPY into {db} with {n} streams failed: {errs}")
+        raise E.BenchError(f"COPY into {db} with {streams} streams failed: {errs}")
+    got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
+    if got != rows:
+        raise E.BenchError(f"COPY into {db} with {streams} streams: {got} rows, expected {rows}")
 
 
 def copy_limit(pg, files: list[Path], rows: int, streams_list: list[int], repeats: int,
@@ -601,8 +603,7 @@ def copy_limit(pg, files: list[Path], rows: int, streams_list: list[int], repeat
 
     keep: leave db with the last repeat's rows (the layouts read them); the caller drops it."""
     results = []
-    pg.query(f"CREATE DATABASE {db}")
-    E.run([str(E.NFPG), "migrate", "--database-url", pg.url(db)], timeout=120)
+    migrated_db(pg, db)
     ok = False
     try:
         for n in streams_list:
@@ -612,13 +613,9 @@ def copy_limit(pg, files: list[Path], rows: int, streams_list: list[int], repeat
                 pg.query("CHECKPOINT", db=db)
                 p0 = tree_ticks(pg.postmaster)
                 t0 = time.monotonic()
-                procs = copy_parts(pg, db, files, n)
-                wait_copies(procs, db, n)
+                load_parts(pg, db, files, n, rows)
                 secs = time.monotonic() - t0
                 cr.pg_cpu.append((tree_ticks(pg.postmaster) - p0) / HZ)
-                got = int(pg.query("SELECT count(*) FROM netflow.flows", db=db))
-                if got != rows:
-                    raise E.BenchError(f"COPY with {n} streams: {got} rows, expected {rows}")
                 cr.secs.append(secs)
                 E.log(f"  COPY {n} stream(s): {rows} rows in {secs:.2f}s = "
                       f"{rows / secs:,.0f} rows/s")

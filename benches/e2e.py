@@ -1287,10 +1287,11 @@ def main() -> int:
                     rows_db = ""   # a database holding the capacity step's rows, for the layouts
                     if "limit" in only:
                         try:
+                            for_layout = "layout" in only
                             sec["copies"] = capacity.copy_limit(pg, cap.parts, cap.stored_flows,
                                                                 copy_streams, copy_repeats,
-                                                                keep="layout" in only)
-                            rows_db = "copylimit" if "layout" in only else ""
+                                                                db="copylimit", keep=for_layout)
+                            rows_db = "copylimit" if for_layout else ""
                         except BenchError as e:
                             cfg["copy_err"] = f"COPY limit failed: {e}"
                             log(cfg["copy_err"])
@@ -1302,7 +1303,8 @@ def main() -> int:
                                                  f"describe's v5_copy_columns: {V5_COPY_COLUMNS}")
                             if not rows_db:
                                 rows_db = "layoutsrc"
-                                capacity.load_parts(pg, rows_db, cap.parts, cap.stored_flows)
+                                capacity.migrated_db(pg, rows_db)
+                                capacity.load_parts(pg, rows_db, cap.parts, 1, cap.stored_flows)
                             sec["layouts"] = layout.bench_layouts(pg, rows_db, layout_rows,
                                                                   layout_repeats, log,
                                                                   other=OTHER.between)
