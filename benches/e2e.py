@@ -1191,6 +1191,9 @@ def main() -> int:
     ap.add_argument("--outage", type=float,
                     help="seconds PostgreSQL is down in the replay section [60; 10 with --quick]")
     ap.add_argument("--duration", type=float, help="seconds per step into PostgreSQL")
+    ap.add_argument("--tries", type=int,
+                    help="tries per rate of a ramp; a rate is kept up when most of them kept "
+                         "up [3; 1 with --quick]")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--exporters", type=int, default=4,
                     help="exporters the load source simulates (each its own loopback address)")
@@ -1214,8 +1217,9 @@ def main() -> int:
         layout_rows, layout_repeats = 200_000, 1
         copy_repeats = 1
     else:
-        rates, dur = [8000, 12000, 16000, 20000, 22000, 24000, 26000, 28000, 30000, 31000,
-                      32000, 33000, 34000, 35000, 36000, 38000, 40000], 20.0
+        # Two tries or three per rate (--tries): fewer low rates than before.
+        rates, dur = [8000, 20000, 26000, 28000, 30000, 31000, 32000, 33000, 34000, 35000,
+                      36000, 38000, 40000], 20.0
         acct_rates = [1000, 2000, 3000, 4000, 5000, 6000]
         cpu_dur, cpu_rounds = 15.0, 3
         shard_rates = [50000, 100000, 150000]
@@ -1226,6 +1230,7 @@ def main() -> int:
     if args.acct_rates:
         acct_rates = [int(x) for x in args.acct_rates.split(",")]
     dur = args.duration or dur
+    tries = args.tries or (1 if args.quick else 3)
     only = set(args.only.split(","))
     out = Path(args.out)
     if not out.is_absolute():
@@ -1234,7 +1239,8 @@ def main() -> int:
     shards = os.cpu_count() or 1
     cfg = {"quick": args.quick, "pg_duration": dur, "cpu_duration": cpu_dur,
            "cpu_rounds": cpu_rounds, "layout_rows": layout_rows, "layout_repeats": layout_repeats,
-           "nfpg_shards": shards, "nfpg_writers": default_writers(), "notes": []}
+           "nfpg_shards": shards, "nfpg_writers": default_writers(), "notes": [],
+           "tries": tries, "copy_repeats": copy_repeats}
 
     for b in (NFPG, LOADGEN):
         if not b.exists():
@@ -1279,7 +1285,7 @@ def main() -> int:
             # The COPY limit's parts: the least common multiple of its stream counts.
             copy_streams = sorted({1, 2, cfg["nfpg_writers"]})
             wants_rows = "limit" in only or "layout" in only
-            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur,
+            sec["steps"] = capacity.nfpg_ramp(pg, work, rates, dur, tries=tries,
                                               parts=math.lcm(*copy_streams) if wants_rows else 0)
             cap = capacity.capacity(sec["steps"])
             if wants_rows:
@@ -1323,7 +1329,7 @@ def main() -> int:
                 sec["acct_err"] = "nfacctd is not installed (apt-get install pmacct)."
             else:
                 try:
-                    sec["acct"] = capacity.nfacctd_ramp(pg, work, acct_rates, dur)
+                    sec["acct"] = capacity.nfacctd_ramp(pg, work, acct_rates, dur, tries=tries)
                 except BenchError as e:
                     sec["acct_err"] = f"nfacctd run failed: {e}"
                     log(sec["acct_err"])
@@ -1344,7 +1350,8 @@ def main() -> int:
 
         if "v9" in only:
             v9_rates = [int(x) for x in args.v9_rates.split(",")] if args.v9_rates else rates
-            sec["v9"] = capacity.nfpg_ramp(pg, work, v9_rates, dur, version=9, label="v")
+            sec["v9"] = capacity.nfpg_ramp(pg, work, v9_rates, dur, version=9, label="v",
+                                           tries=tries)
             for s_ in sec["v9"]:
                 if s_.db:
                     pg.query(f"DROP DATABASE IF EXISTS {s_.db}")
