@@ -1217,9 +1217,11 @@ def main() -> int:
         layout_rows, layout_repeats = 200_000, 1
         copy_repeats = 1
     else:
-        # Two tries or three per rate (--tries): fewer low rates than before.
-        rates, dur = [8000, 20000, 26000, 28000, 30000, 31000, 32000, 33000, 34000, 35000,
-                      36000, 38000, 40000], 20.0
+        # Small steps: the first try at a rate above any before it pays for the memory no
+        # try wrote before (see capacity.nfpg_ramp); a wide step makes that bill larger (a
+        # ramp of 8,000 then 20,000 failed both tries at 20,000 on 2026-12-03).
+        rates, dur = [8000, 12000, 16000, 20000, 22000, 24000, 26000, 28000, 30000, 31000,
+                      32000, 33000, 34000, 35000, 36000, 38000, 40000], 20.0
         acct_rates = [1000, 2000, 3000, 4000, 5000, 6000]
         cpu_dur, cpu_rounds = 15.0, 3
         shard_rates = [50000, 100000, 150000]
