@@ -355,14 +355,14 @@ def ramp(rates: list[int], tries: int, run_try, on_rate=None) -> list[Step]:
     """Rising rates until a rate does not keep up. A rate is kept up when most of its tries
     kept up (the median try, as the COPY limit is the median of its repeats): tries of a rate
     run until `tries // 2 + 1` of them kept up or failed, so 3 tries means 2, or 3 when the
-    first two disagree. run_try(rate, index, attempt) runs one try; on_rate(tries, kept)
-    sees each rate's tries once it is decided."""
+    first two disagree. run_try(rate, index, done) runs one try (done: the rate's tries so
+    far); on_rate(tries, kept) sees each rate's tries once it is decided."""
     steps: list[Step] = []
     need = tries // 2 + 1
     for i, rate in enumerate(rates, 1):
         done: list[Step] = []
         while True:
-            st = run_try(rate, i, len(done) + 1)
+            st = run_try(rate, i, done)
             st.attempt = len(done) + 1
             done.append(st)
             ok = sum(1 for t in done if t.kept_up)
@@ -392,20 +392,18 @@ def nfpg_ramp(pg, work: Path, rates: list[int], duration: float, version: int = 
     COPY limit and the layouts can load the capacity step's rows after its database is gone."""
     held: list[Step] = []   # the capacity step so far, with its parts
 
-    def run_try(rate: int, i: int, attempt: int) -> Step:
+    def run_try(rate: int, i: int, done: list[Step]) -> Step:
+        attempt = len(done) + 1
         E.log(f"nfpg -> PostgreSQL (v{version}{' ' + ' '.join(extra) if extra else ''}): "
               f"{rate} datagrams/s for {duration:.0f}s, try {attempt}")
         st = nfpg_pg_step(pg, work, rate, duration, seed=i, tag=f"{label}{i}t{attempt}",
                           version=version, extra=extra, keep_db=parts > 0)
         if st.db:
-            if parts and st.kept_up and not any(t.parts for t in pending):
+            if parts and st.kept_up and not any(t.parts for t in done):
                 st.parts = export_rows(pg, st.db, parts, pg.files / f"{label}{i}t{attempt}")
             pg.query(f"DROP DATABASE IF EXISTS {st.db}")
             st.db = ""
-        pending.append(st)
         return st
-
-    pending: list[Step] = []
 
     def on_rate(done: list[Step], kept: bool) -> None:
         exported = [t for t in done if t.parts]
@@ -416,7 +414,6 @@ def nfpg_ramp(pg, work: Path, rates: list[int], duration: float, version: int = 
         else:
             for t in exported:
                 drop_parts(t)
-        pending.clear()
 
     return ramp(rates, tries, run_try, on_rate)
 
@@ -562,7 +559,8 @@ sql_use_copy: true
 
 def nfacctd_ramp(pg, work: Path, rates: list[int], duration: float,
                  tries: int = 3) -> list[Step]:
-    def run_try(rate: int, i: int, attempt: int) -> Step:
+    def run_try(rate: int, i: int, done: list[Step]) -> Step:
+        attempt = len(done) + 1
         E.log(f"nfacctd -> PostgreSQL: {rate} datagrams/s for {duration:.0f}s, try {attempt}")
         return nfacctd_step(pg, work, rate, duration, seed=200 + i, tag=f"{i}t{attempt}")
 

@@ -1217,9 +1217,9 @@ def main() -> int:
         layout_rows, layout_repeats = 200_000, 1
         copy_repeats = 1
     else:
-        # Small steps: the first try at a rate above any before it pays for the memory no
-        # try wrote before (see capacity.ramp and benches/README.md); a wide step makes that bill larger (a
-        # ramp of 8,000 then 20,000 failed both tries at 20,000 on 2026-12-03).
+        # Small steps: the first try at a rate above any before it pays for what no try wrote
+        # before (benches/README.md, section 2); a wide step makes that bill larger (a ramp of
+        # 8,000 then 20,000 failed both tries at 20,000 on 2026-12-03).
         rates, dur = [8000, 12000, 16000, 20000, 22000, 24000, 26000, 28000, 30000, 31000,
                       32000, 33000, 34000, 35000, 36000, 38000, 40000], 20.0
         acct_rates = [1000, 2000, 3000, 4000, 5000, 6000]
