@@ -510,10 +510,10 @@ impl Running {
     /// their intervals have passed; `report_now` (SIGUSR1) logs the latency percentiles now.
     pub fn tick(&mut self, report_now: bool) -> Result<()> {
         if self.interval_start.elapsed() >= self.hist_interval {
-            self.collect(Duration::from_millis(20))?;
+            self.collect()?;
         }
         if report_now {
-            self.collect(Duration::from_millis(20))?;
+            self.collect()?;
             tracing::info!("latency: {}", self.latency.summary().line());
         }
         if self.last_stats.elapsed() >= self.stats_interval {
@@ -527,17 +527,17 @@ impl Running {
     }
 
     /// Collects one histogram interval: into the totals, and into the log when there is one.
-    fn collect(&mut self, wait: Duration) -> Result<()> {
-        let hists = self.latency.interval(wait);
-        *self.latency_now.lock().unwrap_or_else(|p| p.into_inner()) = self.latency.summary();
+    fn collect(&mut self) -> Result<()> {
+        let hists = self.latency.interval();
         let now = Instant::now();
         if let Some(log) = self.hist_log.as_mut() {
             log.write(
-                &hists,
+                hists,
                 self.interval_start.duration_since(self.started),
                 now.duration_since(self.interval_start),
             )?;
         }
+        *self.latency_now.lock().unwrap_or_else(|p| p.into_inner()) = self.latency.summary();
         self.interval_start = now;
         Ok(())
     }
@@ -664,8 +664,8 @@ impl Running {
                 Err(e) => tracing::error!("exporter statistics lost: {e:#}"),
             }
         }
-        // Every recorder has been dropped with its thread; this interval holds the rest.
-        self.collect(Duration::ZERO)?;
+        // Every thread has stopped; this interval holds the rest.
+        self.collect()?;
         let mut s = self.snapshot();
         s.latency = self.latency.summary();
         self.log_stats(&s);

@@ -332,6 +332,8 @@ struct Rig {
     consumer_stop: Arc<AtomicBool>,
     shard: Option<JoinHandle<()>>,
     consumer: Option<JoinHandle<u64>>,
+    /// The collector's side of the shard's latency recorders.
+    latency: nfpg::obs::latency::Latency,
 }
 
 impl Rig {
@@ -346,9 +348,8 @@ impl Rig {
         let handoff = Arc::new(Handoff::new(8, 8 + 2, 1024));
         let counters = Counters::new(1, 0).shards[0].clone();
         let stop = Arc::new(AtomicBool::new(false));
-        // Made on this thread: creating recorders allocates; recording does not (a recorder
-        // hands its histogram over only when the collector collects an interval, every
-        // --hist-interval, which this test never does).
+        // Made on this thread: creating recorders allocates; recording does not, nor does the
+        // collector taking an interval from them (the measured window takes several).
         let latency = nfpg::obs::latency::Latency::new();
         let recorders = latency.recorders();
         let shard = {
@@ -415,6 +416,7 @@ impl Rig {
             consumer_stop,
             shard: Some(shard),
             consumer: Some(consumer),
+            latency,
         }
     }
 
@@ -523,9 +525,13 @@ fn zero_allocations(backend: Backend, slot: usize) {
     let before = ALLOCS[slot].load(Relaxed);
     // Spread over at least 2.5 s, so the window spans the shard's once-a-second work
     // (the kernel-drop check) as well as the per-datagram path.
-    for _ in 0..40 {
+    // Latency intervals are collected meanwhile, as the collector does every --hist-interval.
+    for i in 0..40 {
         rig.send(500, 10);
         std::thread::sleep(Duration::from_millis(60));
+        if i % 8 == 7 {
+            rig.latency.interval();
+        }
     }
     rig.wait_received();
     let delta = ALLOCS[slot].load(Relaxed) - before;
@@ -533,7 +539,12 @@ fn zero_allocations(backend: Backend, slot: usize) {
     let logs = LOG_LINES[slot].load(Relaxed) - logs_before;
     let malformed = rig.malformed() - malformed_before;
 
+    let batches = rig.counters.batches.load(Relaxed);
+    let mut latency = std::mem::take(&mut rig.latency);
     let total_flows = rig.finish();
+    // Every batch the shard sealed was recorded once, in one interval or another.
+    latency.interval();
+    assert_eq!(latency.summary().batch_fill_flows.count, batches);
     eprintln!(
         "{backend:?}: {warmup_allocs} allocations in start-up and warm-up, {delta} in the \
          measured window of 20000 datagrams ({malformed} malformed, {logs} log lines); \

@@ -788,11 +788,13 @@ pub fn run(mut cfg: WriterConfig, mut sinks: Vec<Box<dyn Sink>>, sh: WriterShare
                     cfg.recorders
                         .record_duration(Stage::Copy, copy_started.elapsed());
                     let committed_us = unix_now_us();
-                    for d in datagrams() {
-                        let waited = (committed_us - d.received_us).max(1) as u64;
-                        cfg.recorders
-                            .record_n(Stage::EndToEnd, waited, u64::from(d.count));
-                    }
+                    cfg.recorders.record_many(
+                        Stage::EndToEnd,
+                        datagrams().map(|d| {
+                            let waited = (committed_us - d.received_us).max(1) as u64;
+                            (waited, u64::from(d.count))
+                        }),
+                    );
                     sh.counters
                         .rows_written
                         .fetch_add(part_rows as u64, Relaxed);
