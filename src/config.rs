@@ -301,10 +301,16 @@ pub struct RunArgs {
     /// Seconds after which a batch is written even if not full (fractions allowed).
     #[arg(long, env = "FLUSH_INTERVAL", default_value_t = 1.0)]
     pub flush_interval: f64,
-    /// Batches waiting for writers at most (64 of 8192 flows: 524,288 flows). From three
-    /// quarters of it the spill thread takes the surplus to the spool; when it is full all the
-    /// same, shards spool themselves (or, without a spool, wait).
-    #[arg(long, env = "NFPG_QUEUE_DEPTH", default_value_t = 64)]
+    /// Batches waiting for writers at most (256 of 8192 flows: 2,097,152 flows, two seconds
+    /// at a million flows a second). From three quarters of it the spill thread takes the
+    /// surplus to the spool; when it is full all the same, shards spool themselves (or,
+    /// without a spool, wait), and what arrives meanwhile waits in the sockets' buffers. Each
+    /// batch is reserved at start and mapped only when first filled (idle: about 70 MB
+    /// resident, 40 MB with 64); a full queue holds about 100 MB of v5 records, 360 MB of
+    /// v9/IPFIX columns. 256 rather than 64: PostgreSQL's COPYs stall for 1-2 s at times
+    /// under load, and 64 batches (half a second at 1 M flows/s) sent those stalls to disk
+    /// (see BENCHMARKS.md).
+    #[arg(long, env = "NFPG_QUEUE_DEPTH", default_value_t = 256)]
     pub queue_depth: usize,
     /// Most flows in one COPY statement.
     #[arg(long, env = "NFPG_COPY_ROWS", default_value_t = 100_000)]
