@@ -553,6 +553,13 @@ impl V5Row {
     /// Writes the values into `r`, a row's template.
     #[inline(always)]
     fn write(&self, r: &mut [u8]) {
+        self.write_record(r);
+        self.write_datagram(r);
+    }
+
+    /// Writes the values a record sets (the times and the 16 fields of [`V5_FROM_RECORD`]).
+    #[inline(always)]
+    fn write_record(&self, r: &mut [u8]) {
         let a = &V5_AT;
         r[a[0]..a[0] + 8].copy_from_slice(&self.start.to_be_bytes());
         r[a[1]..a[1] + 8].copy_from_slice(&self.end.to_be_bytes());
@@ -572,6 +579,12 @@ impl V5Row {
         r[a[15]..a[15] + 8].copy_from_slice(&i64::from(self.dst_as).to_be_bytes());
         r[a[16]..a[16] + 2].copy_from_slice(&i16::from(self.src_mask).to_be_bytes());
         r[a[17]..a[17] + 2].copy_from_slice(&i16::from(self.dst_mask).to_be_bytes());
+    }
+
+    /// Writes the values the datagram sets (exporter to `sampling_source`).
+    #[inline(always)]
+    fn write_datagram(&self, r: &mut [u8]) {
+        let a = &V5_AT;
         r[a[18] + 4..a[18] + 8].copy_from_slice(&self.exporter.to_be_bytes());
         r[a[19]..a[19] + 2].copy_from_slice(&i16::from(self.engine[0]).to_be_bytes());
         r[a[20]..a[20] + 2].copy_from_slice(&i16::from(self.engine[1]).to_be_bytes());
@@ -626,12 +639,26 @@ pub fn v5_rows(
         earliest_ms: rx_ms - behind / 1000,
     };
     let records = &data[v5::HEADER_LEN..v5::HEADER_LEN + usize::from(count) * v5::RECORD_LEN];
+    shuffle::prefetch(
+        t.records.as_ptr().wrapping_add(t.records.len()),
+        records.len(),
+    );
+    // `enc.suspect` in the records' own terms: a flow time is `export_ms - age`, `age` being
+    // ms of uptime since the stamp (`v5::flow_time_ms`), so a time after `latest_ms` is an age
+    // below `young` and one before `earliest_ms` an age above `old`. The same comparisons,
+    // exactly (no value nears i64's limits), without converting every stamp to a time.
+    let (young, old) = (
+        info.export_ms - enc.latest_ms,
+        info.export_ms - enc.earliest_ms,
+    );
+    let up = info.sys_uptime_ms;
     let (mut packets, mut bytes, mut flagged) = (0u64, 0u64, 0u64);
     for r in records.chunks_exact(v5::RECORD_LEN) {
-        let (start, end) = v5_times(&info, r);
+        let start_age = i64::from(up.wrapping_sub(be32(r, 24)));
+        let end_age = i64::from(up.wrapping_sub(be32(r, 28)));
         packets += u64::from(be32(r, 16));
         bytes += u64::from(be32(r, 20));
-        flagged += u64::from(enc.suspect(start, end));
+        flagged += u64::from(start_age.min(end_age) < young || end_age > old);
     }
     t.records.extend_from_slice(records);
     t.datagrams.push(info);
@@ -766,13 +793,15 @@ pub fn v5_tuples_with(t: &V5Rows, shuffled: bool, buf: &mut Vec<u8>) -> usize {
 }
 
 /// A datagram's two [`V5_SHAPE`] tuples with every record byte zero (`time_suspect` NULL,
-/// then true), padded to [`shuffle::ROW`].
+/// then true), padded to [`shuffle::ROW`]. The constant templates already hold zero for the
+/// record's values, so only the datagram's are written (`write` of all 26 was 3 % of the
+/// collector's CPU at 50,000 datagrams/s).
 fn v5_templates(datagram: &V5Row) -> [[u8; shuffle::ROW]; 2] {
     let mut t = [[0u8; shuffle::ROW]; 2];
     t[0][..V5_FLAGGED_NULL.len()].copy_from_slice(&V5_FLAGGED_NULL);
     t[1][..V5_FLAGGED_TRUE.len()].copy_from_slice(&V5_FLAGGED_TRUE);
     for row in &mut t {
-        datagram.write(&mut row[..V5_ROW_LEN]);
+        datagram.write_datagram(&mut row[..V5_ROW_LEN]);
     }
     t
 }
@@ -1075,6 +1104,81 @@ mod tests {
             sampling_interval: if sampled { next() as u16 } else { 0 },
         };
         datagram(&h, &records)
+    }
+
+    /// `v5_rows` flags exactly the flows `V5Encoding::suspect` flags from their times (it
+    /// compares ages in uptime instead): one ms either side of each edge of the window, with
+    /// the exporter's clock behind the collector's and ahead of it, and with stamps past the
+    /// uptime (a wrapped counter).
+    #[test]
+    fn v5_rows_flags_at_the_window_edges() {
+        use nfpg_wire::v5::encode::{datagram, Header, Record};
+        // Flagged: starting or ending > 100 s after arrival, or ending > 1,000 s before it.
+        let window = (100_000_000i64, 1_000_000_000i64);
+        let export_ms = 1_700_000_000_123i64;
+        for up in [3_000_000_000u32, 1_000, u32::MAX - 10] {
+            // Arrival 50 s after the export time, and 200 s before it (the exporter's clock
+            // ahead): the edges, as ages (ms of uptime before the export), are then
+            // (none, 950 s) and (100 s, 1,200 s).
+            for (rx_offset_ms, young, old) in [
+                (50_000i64, 0i64, 950_000i64),
+                (-200_000, 100_000, 1_200_000),
+            ] {
+                let h = Header {
+                    sys_uptime: up,
+                    unix_secs: 1_700_000_000,
+                    unix_nsecs: 123_456_789,
+                    ..Default::default()
+                };
+                let ages = [
+                    young - 1,
+                    young,
+                    young + 1,
+                    old - 1,
+                    old,
+                    old + 1,
+                    0,
+                    5_000,
+                    1 << 31,
+                    i64::from(u32::MAX),
+                ];
+                let stamps: Vec<u32> = ages
+                    .iter()
+                    .filter(|&&a| a >= 0)
+                    .map(|&a| up.wrapping_sub(a as u32))
+                    .collect();
+                let records: Vec<Record> = stamps
+                    .iter()
+                    .flat_map(|&first| {
+                        stamps.iter().map(move |&last| Record {
+                            first,
+                            last,
+                            ..Default::default()
+                        })
+                    })
+                    .collect();
+                let meta = nfpg_wire::columns::DatagramMeta {
+                    exporter: v4_to_u128(0x7f00_0001),
+                    received_us: (export_ms + rx_offset_ms) * 1000,
+                };
+                let (mut flagged, mut expected) = (0u64, 0u64);
+                for chunk in records.chunks(30) {
+                    let bytes = datagram(&h, chunk);
+                    let mut t = V5Rows::default();
+                    let (_, f) = v5_rows(&bytes, 0x7f00_0001, &meta, window, &mut t).unwrap();
+                    assert_eq!(t.suspect as u64, f);
+                    flagged += f;
+                    let (info, enc) = (&t.datagrams[0], &t.encoding[0]);
+                    assert_eq!(info.export_ms, export_ms);
+                    for r in t.records.chunks_exact(v5::RECORD_LEN) {
+                        let (start, end) = v5_times(info, r);
+                        expected += u64::from(enc.suspect(start, end));
+                    }
+                }
+                assert_eq!(flagged, expected, "uptime {up}, arrival {rx_offset_ms}");
+                assert!(expected > 0 && expected < records.len() as u64);
+            }
+        }
     }
 
     /// The fixed-width v5 rows are byte for byte what the general path writes: for decoded
