@@ -9,10 +9,10 @@
 //! over their (zero) place in the template.
 //!
 //! Owns that loop and [`prefetch`] (the cache hint the shards give before they copy records
-//! into a batch, and the loop gives for the records ahead); [`super`] owns the layout (which record byte goes where,
-//! `V5_SOURCE`), builds the templates and calls [`append`], falling back to its scalar loop
-//! where [`available`] says no (other CPUs, or none with SSSE3). Both write the same bytes
-//! (tested).
+//! into a batch; the loop gives its own for the records ahead); [`super`] owns the layout
+//! (which record byte goes where, `V5_SOURCE`), builds the templates and calls [`append`],
+//! falling back to its scalar loop where [`available`] says no (other CPUs, or none with
+//! SSSE3). Both write the same bytes (tested).
 #![allow(unsafe_code)]
 
 /// Bytes of a template, and of what one row's stores write (a tuple is at most
