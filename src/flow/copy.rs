@@ -643,14 +643,7 @@ pub fn v5_rows(
         t.records.as_ptr().wrapping_add(t.records.len()),
         records.len(),
     );
-    // `enc.suspect` in the records' own terms: a flow time is `export_ms - age`, `age` being
-    // ms of uptime since the stamp (`v5::flow_time_ms`), so a time after `latest_ms` is an age
-    // below `young` and one before `earliest_ms` an age above `old`. The same comparisons,
-    // exactly (no value nears i64's limits), without converting every stamp to a time.
-    let (young, old) = (
-        info.export_ms - enc.latest_ms,
-        info.export_ms - enc.earliest_ms,
-    );
+    let (young, old) = enc.age_edges(info.export_ms);
     let up = info.sys_uptime_ms;
     let (mut packets, mut bytes, mut flagged) = (0u64, 0u64, 0u64);
     for r in records.chunks_exact(v5::RECORD_LEN) {
@@ -683,6 +676,16 @@ impl V5Encoding {
     #[inline(always)]
     fn suspect(&self, start: i64, end: i64) -> bool {
         start > self.latest_ms || end > self.latest_ms || end < self.earliest_ms
+    }
+
+    /// [`Self::suspect`] in a datagram's uptime terms, for `v5_rows`, which then need not turn
+    /// every stamp into a time: a flow time is `export_ms - age`, `age` being the ms of uptime
+    /// since the stamp (`v5::flow_time_ms`), so a time after `latest_ms` is an age below the
+    /// first edge returned and one before `earliest_ms` an age above the second. The same
+    /// comparisons exactly (no value nears i64's limits; tested at every edge).
+    #[inline(always)]
+    fn age_edges(&self, export_ms: i64) -> (i64, i64) {
+        (export_ms - self.latest_ms, export_ms - self.earliest_ms)
     }
 }
 
