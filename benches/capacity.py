@@ -992,9 +992,9 @@ def write_sections(a, cfg: dict, steps: list[Step], copies: list[CopyRun], acct:
           f"{cfg['cpu_rounds']} rounds each. CPU = the process tree's utime + stime from just "
           "before sending to 0.5 s after; nfcapd's is also split into its main thread (receives "
           "and decodes) and the rest (its file writer), from /proc/PID/task. No warm-up, and no "
-          "longer window: on the development VM nfcapd's files outgrow what the host has given "
-          "the VM after about 17 s at this rate (about 3 GB), and from then on it takes a whole "
-          "core and loses flows, on disk and tmpfs alike (README, Performance).")
+          "longer window: on the development VM, after about 17 s at this rate (about 3 GB of "
+          "files), nfcapd takes a whole core and loses flows, on disk and tmpfs alike (most "
+          "likely the host handing the VM fresh pages slowly; README, Performance).")
         a("")
         a("| round | collector | datagrams sent | flows stored / sent | CPU s | CPU µs per datagram "
           "| nfcapd: receive thread / file writer µs |")

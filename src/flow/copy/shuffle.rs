@@ -67,7 +67,8 @@ where
 /// records: that memory was last read by a writer, on another core as often as not, so the
 /// copy's stores otherwise wait for it (`--sink null --balance cpu` at 50,000 datagrams/s,
 /// 6 alternating 15 s runs: 0.920 → 0.893 µs of CPU a datagram, medians, within this VM's
-/// noise). Rust has no run-time check for `prefetchw`, so this is the plain prefetch.
+/// noise). `prefetchw` (the lines asked for in a writable state, where CPUID says the CPU has
+/// it) measured no better (README, Performance), so this is the plain prefetch.
 #[inline(always)]
 pub(crate) fn prefetch(at: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
