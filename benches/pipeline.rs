@@ -442,14 +442,20 @@ fn bench_copy_encode(c: &mut Criterion) {
             black_box(n)
         });
     });
-    // The writer's encoding alone, both ways in one run: value by value (other CPUs) and by
-    // byte shuffle (x86-64 with SSSE3; elsewhere this is value by value too).
-    for (name, shuffled) in [
-        ("v5_tuples_value_by_value", false),
-        ("v5_tuples_shuffled", true),
+    // The writer's encoding alone, every way in one run: value by value (other CPUs) and by
+    // each byte shuffle this CPU has (x86-64 has SSSE3; AVX-512 VBMI from Ice Lake, Zen 4).
+    use nfpg::store::copy::Shuffle;
+    for (name, how) in [
+        ("v5_tuples_value_by_value", None),
+        ("v5_tuples_ssse3", Some(Shuffle::Ssse3)),
+        ("v5_tuples_vbmi", Some(Shuffle::Vbmi)),
     ] {
+        if how.is_some_and(|h: Shuffle| !h.available()) {
+            eprintln!("{name}: skipped, this CPU lacks it");
+            continue;
+        }
         g.bench_function(name, |b| {
-            b.iter(|| nfpg::store::copy::v5_tuples_with(black_box(&v5), shuffled, &mut out));
+            b.iter(|| nfpg::store::copy::v5_tuples_with(black_box(&v5), how, &mut out));
         });
     }
     let mut cols = Columns::with_capacity(BATCH_FLOWS);

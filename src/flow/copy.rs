@@ -10,10 +10,11 @@
 //! since 2000-01-01 UTC. Unsigned wire counters go to the next wider signed type, so none
 //! can overflow.
 //!
-//! No unsafe code here; the private `shuffle` module (v5 tuples by SSSE3 byte shuffle) has
-//! what it needs.
+//! No unsafe code here; the private `shuffle` module (v5 tuples by byte shuffle: AVX-512
+//! VBMI or SSSE3, [`Shuffle`]) has what it needs.
 
 mod shuffle;
+pub use shuffle::Shuffle;
 
 use crate::flow::batch::{as_v4, Columns, DatagramMeta, V5Encoding, V5Rows};
 use nfpg_wire::columns::present as p;
@@ -693,21 +694,21 @@ impl V5Encoding {
 /// takes `out` to `limit` bytes or more. Returns the next datagram to encode. By byte shuffle
 /// ([`shuffle`]) where the CPU can.
 fn encode_v5(t: &V5Rows, from: usize, out: &mut Vec<u8>, limit: usize) -> usize {
-    // `shuffle::append` checks the CPU itself (and says when it cannot).
-    encode_v5_with(t, from, out, limit, true)
+    encode_v5_with(t, from, out, limit, Shuffle::best())
 }
 
-/// [`encode_v5`], by byte shuffle when `shuffled` (and the CPU can), else value by value.
+/// [`encode_v5`], by byte shuffle `how` (where the CPU can), else value by value.
 /// `cargo bench --bench pipeline -- copy_encode/v5_tuples` (2-core Xeon VM, 8,190 rows of
-/// 30-record datagrams, one run): 12.0 ns a row value by value, 7.5 by shuffle; in the
+/// 30-record datagrams, one run): 12.0 ns a row value by value, 7.5 by SSSE3 shuffle; in the
 /// collector (`--sink null --balance cpu` at 50,000 datagrams/s, 2 alternating runs) 1.40 →
-/// 1.24 µs of CPU a datagram.
+/// 1.24 µs of CPU a datagram. With 16 KiB chunks and VBMI (one run on 2026-12-04): 9.8 ns a
+/// row value by value, 5.3 by SSSE3, 4.6 by VBMI.
 fn encode_v5_with(
     t: &V5Rows,
     from: usize,
     out: &mut Vec<u8>,
     limit: usize,
-    shuffled: bool,
+    how: Option<Shuffle>,
 ) -> usize {
     for (k, (info, enc)) in t.datagrams.iter().zip(&t.encoding).enumerate().skip(from) {
         let first = info.first_flow as usize * v5::RECORD_LEN;
@@ -747,7 +748,9 @@ fn encode_v5_with(
                 enc.suspect(start, end),
             )
         };
-        if !(shuffled && shuffle::append(records, &v5_templates(&datagram), times, out)) {
+        let shuffled = how
+            .is_some_and(|how| shuffle::append(how, records, &v5_templates(&datagram), times, out));
+        if !shuffled {
             out.reserve(usize::from(info.count) * (V5_TUPLE_LEN + 1));
             for r in records.chunks_exact(v5::RECORD_LEN) {
                 let (start, end, suspect) = times(r);
@@ -781,15 +784,15 @@ fn encode_v5_with(
 }
 
 /// Encodes `t`'s tuples as [`stream`] does (a [`CHUNK`] at a time into `buf`, reused), value
-/// by value or, when `shuffled` and the CPU can, by byte shuffle; returns the bytes encoded.
-/// For the benchmark that compares the two (`copy_encode/v5_tuples_*` of `cargo bench
+/// by value (`None`) or by byte shuffle `how` where the CPU can; returns the bytes encoded.
+/// For the benchmark that compares the ways (`copy_encode/v5_tuples_*` of `cargo bench
 /// --bench pipeline`).
 #[doc(hidden)]
-pub fn v5_tuples_with(t: &V5Rows, shuffled: bool, buf: &mut Vec<u8>) -> usize {
+pub fn v5_tuples_with(t: &V5Rows, how: Option<Shuffle>, buf: &mut Vec<u8>) -> usize {
     let (mut next, mut total) = (0, 0);
     while next < t.datagrams.len() {
         buf.clear();
-        next = encode_v5_with(t, next, buf, CHUNK, shuffled);
+        next = encode_v5_with(t, next, buf, CHUNK, how);
         total += buf.len();
     }
     total
@@ -810,8 +813,12 @@ fn v5_templates(datagram: &V5Row) -> [[u8; shuffle::ROW]; 2] {
 }
 
 /// Bytes handed on at a time by [`stream`]: small enough that the buffer v5 rows are encoded
-/// into stays in the core's cache, large enough that a COPY takes few writes.
-pub const CHUNK: usize = 64 << 10;
+/// into stays in the core's first-level data cache (48 KiB on the development VM's Xeon; a
+/// chunk ends after the datagram that reaches this, so it is at most about 23 KiB), large
+/// enough that a COPY takes few writes. `--sink null --balance cpu` at 50,000 datagrams/s
+/// (5 alternating 15 s runs, medians, µs of CPU a datagram): 8 KiB 0.733, 16 KiB 0.733,
+/// 32 KiB 0.760, 64 KiB (before) 0.760: the tuples' stores missed the first-level cache.
+pub const CHUNK: usize = 16 << 10;
 
 /// A piece of a binary COPY stream: bytes as they are (the header, the trailer, rows the
 /// writer encoded from columns, tuples read back from the spool), or NetFlow v5 rows as the
@@ -1273,16 +1280,17 @@ mod tests {
         let streamed = concat(&[Piece::V5(&t)]);
         assert!(streamed == expected, "tuples differ from decode + encode");
         // Chunks end only after a whole datagram, and every limit gives the same bytes, value
-        // by value and by byte shuffle (where this CPU has it: x86-64 with SSSE3, as CI's).
-        for shuffled in [false, true] {
+        // by value and by each byte shuffle this CPU has (x86-64 has SSSE3, CI's VBMI too).
+        let ways = std::iter::once(None).chain(Shuffle::ALL.map(Some));
+        for how in ways.filter(|h| h.is_none_or(Shuffle::available)) {
             for limit in [1, 250, 7_000, 1 << 20] {
                 let (mut out, mut next, mut chunks) = (Vec::new(), 0, 0);
                 while next < t.datagrams.len() {
                     let before = out.len();
-                    next = encode_v5_with(&t, next, &mut out, before + limit, shuffled);
+                    next = encode_v5_with(&t, next, &mut out, before + limit, how);
                     chunks += 1;
                 }
-                assert!(out == expected, "limit {limit}, shuffled {shuffled}");
+                assert!(out == expected, "limit {limit}, {how:?}");
                 assert!(chunks <= t.datagrams.len() && (limit > 7_000 || chunks > 1));
             }
         }
