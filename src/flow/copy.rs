@@ -815,9 +815,10 @@ fn v5_templates(datagram: &V5Row) -> [[u8; shuffle::ROW]; 2] {
 /// Bytes handed on at a time by [`stream`]: small enough that the buffer v5 rows are encoded
 /// into stays in the core's first-level data cache (48 KiB on the development VM's Xeon; a
 /// chunk ends after the datagram that reaches this, so it is at most about 23 KiB), large
-/// enough that a COPY takes few writes. `--sink null --balance cpu` at 50,000 datagrams/s
-/// (5 alternating 15 s runs, medians, µs of CPU a datagram): 8 KiB 0.733, 16 KiB 0.733,
-/// 32 KiB 0.760, 64 KiB (before) 0.760: the tuples' stores missed the first-level cache.
+/// enough that a COPY takes few writes. `--sink null --balance cpu` at 50,000 datagrams/s,
+/// two A/Bs of 5 alternating 15 s runs (medians, µs of CPU a datagram): 64 KiB (before)
+/// 0.760 against 16 KiB 0.733; 8 KiB 0.733, 16 KiB 0.733, 32 KiB 0.760. At 64 KiB the
+/// tuples' stores missed the first-level cache.
 pub const CHUNK: usize = 16 << 10;
 
 /// A piece of a binary COPY stream: bytes as they are (the header, the trailer, rows the
