@@ -11,8 +11,9 @@
 //! from all 48 at once and keeps the template's where the record has none. The times are then
 //! written over their (zero) place in the template.
 //!
-//! Owns those loops and [`prefetch`] (the cache hint the shards give before they copy records
-//! into a batch; the loops give their own for the records ahead); [`super`] owns the layout
+//! Owns that loop (one driver, `x86::rows`, with a row writer per way) and [`prefetch`] (the
+//! cache hint the shards give before they copy records into a batch; the loop gives its own
+//! for the records ahead); [`super`] owns the layout
 //! (which record byte goes where, `V5_SOURCE`), builds the templates and calls [`append`] with
 //! [`Shuffle::best`], falling back to its scalar loop where that is `None` (other CPUs, or
 //! none with SSSE3). All write the same bytes (tested, each way this CPU has).
@@ -180,18 +181,24 @@ mod x86 {
         unsafe { std::mem::transmute::<[u8; 16], __m128i>(MASKS[c][k]) }
     }
 
-    /// See [`super::append`]; by `pshufb`.
+    /// The loop both ways share: per record, its times and its template, room for ROW bytes,
+    /// the prefetch of the records ahead, `row` to write the tuple's ROW bytes, then the times
+    /// over their place and the length.
     ///
-    /// # Safety
-    /// The CPU must have SSSE3.
-    #[target_feature(enable = "ssse3")]
-    pub(super) unsafe fn append<F>(
+    /// `row(record, template, dst)` gets the record's 48 bytes, the template's ROW bytes and a
+    /// pointer with ROW bytes of room (asserted here before each call), and writes those ROW
+    /// bytes, no more. Inlined into each `#[target_feature]` function, whose closures inherit
+    /// its features.
+    #[inline(always)]
+    fn rows<F, W>(
         records: &[u8],
         templates: &[[u8; ROW]; 2],
         mut times: F,
         out: &mut Vec<u8>,
+        mut row: W,
     ) where
         F: FnMut(&[u8]) -> (i64, i64, bool),
+        W: FnMut(&[u8], &[u8; ROW], *mut u8),
     {
         let rows = records.len() / RECORD_LEN;
         // Every row writes ROW bytes where it starts and keeps at most V5_TUPLE_LEN + 1.
@@ -201,15 +208,47 @@ mod x86 {
             let t = &templates[usize::from(flagged)];
             let at = out.len();
             assert!(out.capacity() - at >= ROW);
-            // SAFETY: `r` is RECORD_LEN = 48 bytes (chunks_exact), read by three unaligned
-            // 16-byte loads; `t` is ROW bytes, read by ROW / 16 unaligned loads; `out` has at
-            // least ROW bytes of capacity after its length (asserted above), which the
-            // unaligned stores and the two 8-byte time writes (inside the tuple) stay within.
-            // `set_len` then covers only bytes just written.
+            // A hint, never a fault: past the slice's end it may name memory that is not ours
+            // (a datagram's next records usually follow it in the batch).
+            // SAFETY: a prefetch never faults and changes no memory; `wrapping_add` computes
+            // the address without claiming it is in bounds.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(PREFETCH_AHEAD).cast()) };
+            // SAFETY: `out` has at least ROW bytes of capacity after its length (asserted
+            // above): `row` writes those, and the two 8-byte time writes lie inside the tuple
+            // (V5_AT[0..2] + 8 <= V5_TUPLE_LEN < ROW). `set_len` then covers only bytes just
+            // written.
             unsafe {
-                // A hint, never a fault: past the slice's end it may name memory that is not
-                // ours (a datagram's next records usually follow it in the batch).
-                _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(PREFETCH_AHEAD).cast());
+                let dst = out.as_mut_ptr().add(at);
+                row(r, t, dst);
+                dst.add(V5_AT[0])
+                    .cast::<[u8; 8]>()
+                    .write_unaligned(start.to_be_bytes());
+                dst.add(V5_AT[1])
+                    .cast::<[u8; 8]>()
+                    .write_unaligned(end.to_be_bytes());
+                out.set_len(at + V5_TUPLE_LEN + usize::from(flagged));
+            }
+        }
+    }
+
+    /// See [`super::append`]; by `pshufb`.
+    ///
+    /// # Safety
+    /// The CPU must have SSSE3.
+    #[target_feature(enable = "ssse3")]
+    pub(super) unsafe fn append<F>(
+        records: &[u8],
+        templates: &[[u8; ROW]; 2],
+        times: F,
+        out: &mut Vec<u8>,
+    ) where
+        F: FnMut(&[u8]) -> (i64, i64, bool),
+    {
+        rows(records, templates, times, out, |r, t, dst| {
+            // SAFETY: `r` is RECORD_LEN = 48 bytes, read by three unaligned 16-byte loads; `t`
+            // is ROW bytes, read by ROW / 16 unaligned loads; `dst` has ROW bytes of room
+            // (`rows`), written by ROW / 16 unaligned stores.
+            unsafe {
                 let src = r.as_ptr().cast::<__m128i>();
                 let rec = [
                     _mm_loadu_si128(src),
@@ -217,7 +256,6 @@ mod x86 {
                     _mm_loadu_si128(src.add(2)),
                 ];
                 let tp = t.as_ptr().cast::<__m128i>();
-                let dst = out.as_mut_ptr().add(at);
                 macro_rules! part {
                     ($c:literal) => {{
                         let mut v = _mm_loadu_si128(tp.add($c));
@@ -249,15 +287,8 @@ mod x86 {
                 part!(13);
                 part!(14);
                 part!(15);
-                dst.add(V5_AT[0])
-                    .cast::<[u8; 8]>()
-                    .write_unaligned(start.to_be_bytes());
-                dst.add(V5_AT[1])
-                    .cast::<[u8; 8]>()
-                    .write_unaligned(end.to_be_bytes());
-                out.set_len(at + V5_TUPLE_LEN + usize::from(flagged));
             }
-        }
+        });
     }
 
     /// Per 64 bytes of tuple (`c`): for each byte, the record byte `vpermb` puts there (0
@@ -299,34 +330,22 @@ mod x86 {
     pub(super) unsafe fn append_vbmi<F>(
         records: &[u8],
         templates: &[[u8; ROW]; 2],
-        mut times: F,
+        times: F,
         out: &mut Vec<u8>,
     ) where
         F: FnMut(&[u8]) -> (i64, i64, bool),
     {
-        let rows = records.len() / RECORD_LEN;
-        // Every row writes ROW bytes where it starts and keeps at most V5_TUPLE_LEN + 1.
-        out.reserve(rows * (V5_TUPLE_LEN + 1) + ROW);
         // SAFETY: each `INDEX` entry is 64 bytes, read by one unaligned 64-byte load.
         let index: [__m512i; ROW / 64] =
             std::array::from_fn(|c| unsafe { _mm512_loadu_si512(INDEX[c].as_ptr().cast()) });
-        for r in records.chunks_exact(RECORD_LEN) {
-            let (start, end, flagged) = times(r);
-            let t = &templates[usize::from(flagged)];
-            let at = out.len();
-            assert!(out.capacity() - at >= ROW);
-            // SAFETY: `r` is RECORD_LEN = 48 bytes (chunks_exact), read by one 64-byte load
-            // masked to its first 48 (a masked-off byte is neither read nor able to fault);
-            // `t` is ROW bytes, read by ROW / 64 unaligned loads; `out` has at least ROW bytes
-            // of capacity after its length (asserted above), which the unaligned stores and
-            // the two 8-byte time writes (inside the tuple) stay within. `set_len` then covers
-            // only bytes just written.
+        rows(records, templates, times, out, |r, t, dst| {
+            // SAFETY: `r` is RECORD_LEN = 48 bytes, read by one 64-byte load masked to its
+            // first 48 (a masked-off byte is neither read nor able to fault); `t` is ROW
+            // bytes, read by ROW / 64 unaligned loads; `dst` has ROW bytes of room (`rows`),
+            // written by ROW / 64 unaligned stores.
             unsafe {
-                // A hint, never a fault, as in `append`.
-                _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(PREFETCH_AHEAD).cast());
                 let rec = _mm512_maskz_loadu_epi8(RECORD_BYTES, r.as_ptr().cast());
                 let tp = t.as_ptr();
-                let dst = out.as_mut_ptr().add(at);
                 macro_rules! part {
                     ($c:literal) => {{
                         // The template's bytes, the record's where FROM_RECORD says.
@@ -343,14 +362,7 @@ mod x86 {
                 part!(1);
                 part!(2);
                 part!(3);
-                dst.add(V5_AT[0])
-                    .cast::<[u8; 8]>()
-                    .write_unaligned(start.to_be_bytes());
-                dst.add(V5_AT[1])
-                    .cast::<[u8; 8]>()
-                    .write_unaligned(end.to_be_bytes());
-                out.set_len(at + V5_TUPLE_LEN + usize::from(flagged));
             }
-        }
+        });
     }
 }
